@@ -177,16 +177,22 @@ def auto_chunk_size(num_rows: int, num_cols: int, device: torch.device | str = "
     return max(1, min(base, max(num_rows, num_cols)))
 
 
+def _acc_dtype(tensor: Tensor) -> torch.dtype:
+    """Statistics and gradients accumulate in fp32, or in fp64 for fp64 inputs (gradcheck)."""
+    return torch.float64 if tensor.dtype == torch.float64 else torch.float32
+
+
 def _torch_lse_stats(a: Tensor, b: Tensor, chunk: int, need_col: bool) -> tuple[Tensor, Tensor | None]:
     """Row log-sum-exp (over all of ``b``) and column log-sum-exp (over all of ``a``) of ``a @ b.T``."""
     m, n = a.shape[0], b.shape[0]
-    row = torch.full((m,), -math.inf, device=a.device, dtype=torch.float32)
-    col = torch.full((n,), -math.inf, device=a.device, dtype=torch.float32) if need_col else None
+    acc = _acc_dtype(a)
+    row = torch.full((m,), -math.inf, device=a.device, dtype=acc)
+    col = torch.full((n,), -math.inf, device=a.device, dtype=acc) if need_col else None
     for i0 in range(0, m, chunk):
         a_i = a[i0 : i0 + chunk]
         row_i = row[i0 : i0 + chunk]
         for j0 in range(0, n, chunk):
-            s = (a_i @ b[j0 : j0 + chunk].T).float()  # (c, c) the only quadratic temporary
+            s = (a_i @ b[j0 : j0 + chunk].T).to(acc)  # (c, c) the only quadratic temporary
             torch.logaddexp(row_i, torch.logsumexp(s, 1), out=row_i)
             if col is not None:
                 col_j = col[j0 : j0 + chunk]
@@ -212,16 +218,17 @@ def _torch_lse_grads(
     a column term carry ``col_weight = 0`` and ``col_lse = +inf``.
     """
     m, n, d = a.shape[0], b.shape[0], a.shape[1]
-    ga = torch.zeros((m, d), device=a.device, dtype=torch.float32)
-    gb = torch.zeros((n, d), device=a.device, dtype=torch.float32) if need_b_grad else None
-    col_dot = torch.zeros((n,), device=a.device, dtype=torch.float32) if need_col_dot else None
+    acc = _acc_dtype(a)
+    ga = torch.zeros((m, d), device=a.device, dtype=acc)
+    gb = torch.zeros((n, d), device=a.device, dtype=acc) if need_b_grad else None
+    col_dot = torch.zeros((n,), device=a.device, dtype=acc) if need_col_dot else None
     has_col = col_lse is not None and col_weight is not None
     for i0 in range(0, m, chunk):
-        a_i = a[i0 : i0 + chunk].float()
+        a_i = a[i0 : i0 + chunk].to(acc)
         row_i = row_lse[i0 : i0 + chunk, None]
         w_i = row_weight[i0 : i0 + chunk, None]
         for j0 in range(0, n, chunk):
-            b_j = b[j0 : j0 + chunk].float()
+            b_j = b[j0 : j0 + chunk].to(acc)
             s = a_i @ b_j.T  # (c, c) recomputed tile
             if has_col:
                 e_col = torch.exp(s - col_lse[None, j0 : j0 + chunk])
@@ -285,7 +292,7 @@ class _TiledClipLoss(torch.autograd.Function):
         chunk: int | None,
     ) -> Tensor:
         b = x.shape[0]
-        s = scale.detach().reshape(()).to(torch.float32)
+        s = scale.detach().reshape(()).to(_acc_dtype(x))
         xs = x * s.to(x.dtype)  # (b, d) rows pre-scaled so that a tile is a single product
         y_all = comm.all_gather(y.detach())  # (n, d)
         n = y_all.shape[0]
@@ -304,7 +311,7 @@ class _TiledClipLoss(torch.autograd.Function):
             torch.logaddexp(own, _lse_stats(ys, x_extra, chunk, need_col=False)[0], out=own)
         col_lse = _reduce_lse(col_part, comm)  # (n,)
 
-        pos = (x.float() * y.float()).sum(-1) * s  # (b,) positive logits
+        pos = (x.to(s.dtype) * y.to(s.dtype)).sum(-1) * s  # (b,) positive logits
         loss = 0.5 * ((row_lse - pos).mean() + (col_lse[off : off + b] - pos).mean())
 
         ctx.save_for_backward(x, y, scale, y_all, row_lse, col_lse, x_extra, y_extra)
@@ -317,8 +324,8 @@ class _TiledClipLoss(torch.autograd.Function):
         comm, chunk, off = ctx.comm, ctx.chunk, ctx.off
         b, n = x.shape[0], y_all.shape[0]
         need_x, need_y, need_s = ctx.needs_input_grad[:3]
-        s = scale.detach().reshape(()).to(torch.float32)
-        g = grad.detach().reshape(()).to(torch.float32)
+        s = scale.detach().reshape(()).to(_acc_dtype(x))
+        g = grad.detach().reshape(()).to(s.dtype)
         xs = x * s.to(x.dtype)
 
         # Column terms belong to the columns' owners, whose upstream gradients may differ from ours.
@@ -339,7 +346,7 @@ class _TiledClipLoss(torch.autograd.Function):
             ga_text, _, _ = _lse_grads(ys, x_extra, own_lse, None, row_w, None, chunk, False, False)
 
         dx = dy = ds = None
-        xf, yf = x.float(), y.float()
+        xf, yf = x.to(s.dtype), y.to(s.dtype)
         if need_y or need_s:
             # One reduce-scatter returns both the column gradients and, for the scale, the per-column dots.
             payload = gb if col_dot is None else torch.cat([gb, col_dot[:, None]], 1)
