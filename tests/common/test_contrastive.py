@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import importlib.util
+from pathlib import Path
+
 import pytest
 import torch
 import torch.nn.functional as F
-from open_clip.loss import ClipLoss
 from torch import nn
 from torch.utils._python_dispatch import TorchDispatchMode
 from torch.utils._pytree import tree_flatten
@@ -18,6 +20,21 @@ from common.contrastive import (
     clip_loss,
     split_batch,
 )
+
+
+def _load_open_clip_loss():
+    """open_clip's ``loss.py`` alone: it imports only torch; the full package takes ~10 s to import."""
+    package = importlib.util.find_spec("open_clip")
+    if package is None:
+        pytest.skip("open_clip is not installed", allow_module_level=True)
+    path = Path(next(iter(package.submodule_search_locations))) / "loss.py"
+    spec = importlib.util.spec_from_file_location("_open_clip_loss", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+ClipLoss = _load_open_clip_loss().ClipLoss
 
 
 def reference_local_losses(images, texts, scale, local_batch, extra_images=None, extra_texts=None):
