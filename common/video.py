@@ -164,14 +164,13 @@ class _PacketIndex:
 
     Attributes:
         pts: (N,) int64 presentation timestamps, sorted, in ``time_base`` units.
-        seek_ts: (N,) int64 timestamp to seek to for frame i: its governing keyframe's dts (or pts).
+        seek_ts: (N,) int64 timestamp to seek to for frame i: its governing keyframe's pts.
         gop: (N,) int64 presentation index of the keyframe frame i is decoded from.
         open_gop: True when some frame after a keyframe in decode order is shown before it.
     """
 
     def __init__(self, container: av.container.InputContainer, stream: av.VideoStream, name: str) -> None:
         pts_list: list[int] = []
-        dts_list: list[int | None] = []
         key_list: list[bool] = []
         try:
             for packet in container.demux(stream):
@@ -181,7 +180,6 @@ class _PacketIndex:
                 if ts is None:
                     continue
                 pts_list.append(ts)
-                dts_list.append(packet.dts)
                 key_list.append(bool(packet.is_keyframe))
         except (av.FFmpegError, OSError) as exc:
             # Truncated or damaged data: keep the packets read so far; they are what the file holds.
@@ -212,14 +210,10 @@ class _PacketIndex:
             key_pres = np.concatenate([[0], key_pres])
         slot = np.searchsorted(key_pres, np.arange(n), side="right") - 1
         self.gop = key_pres[slot]
-        key_seek = []
-        for p in key_pres:
-            dpos = order[p]
-            dts = dts_list[dpos]
-            # Seeking by the keyframe's dts lands on that keyframe in MP4 (indexed by dts) and on it or an
-            # earlier one in containers indexed by pts; both decode forward to the right frames.
-            key_seek.append(min(int(decode_pts[dpos]), dts) if dts is not None else int(decode_pts[dpos]))
-        self.seek_ts = np.asarray(key_seek, dtype=np.int64)[slot]
+        # Seek by the keyframe's pts: FFmpeg's MP4 demuxer compares seek targets with edit-list-shifted
+        # times, so the keyframe's dts (smaller with B-frames) lands one whole GOP early; pts lands on it.
+        # A landing after the keyframe would be caught in decoding (and retried from the start).
+        self.seek_ts = self.pts[key_pres][slot]
         self.pts_to_index = {int(p): i for i, p in enumerate(self.pts)}
 
 
@@ -290,7 +284,7 @@ class VideoReader:
             self.fps = (n - 1) / float((self._index.pts[-1] - self._index.pts[0]) * self.time_base)
         else:
             self.fps = float("nan")
-        self._times = [float((p - self._index.pts[0]) * self.time_base) for p in self._index.pts]
+        self._times = ((self._index.pts - self._index.pts[0]) * float(self.time_base)).tolist()
 
         self.backend = self._choose_backend(backend)
         if self.backend != "pyav":
@@ -373,6 +367,8 @@ class VideoReader:
                 warnings.warn(f"{exc}; using PyAV instead", RuntimeWarning, stacklevel=2)
                 self.backend, self._backend_handle = "pyav", None
                 frames = self._decode_pyav(wanted)
+        if len(wanted) == len(idx) and (wanted == idx).all():
+            return frames  # asked sorted and without repeats: no reordering copy
         return frames[torch.from_numpy(inverse.reshape(-1))]
 
     def get_frames_at(self, seconds: Sequence[float] | np.ndarray | torch.Tensor) -> torch.Tensor:
@@ -513,17 +509,21 @@ class VideoReader:
         if self._container is None:
             self._container, self._stream = self._open_pyav()
         index = self._index
-        out = np.empty((len(wanted), self.height, self.width, 3), dtype=np.uint8)
+        out = np.empty((len(wanted), 3, self.height, self.width), dtype=np.uint8)  # (T, C, H, W)
         # Which packets to decode in full; the rest may be skipped when nothing references them. Set per
         # call, and the first wanted frame always seeks, so no packet was fed under another call's set.
         self._want_pts = {int(index.pts[i]) for i in wanted}
         self._cursor = None
         k = 0
+        retried_for, from_start = -1, False
         while k < len(wanted):
             target = int(wanted[k])
             cur = self._cursor
-            if cur is None or cur >= target or index.gop[target] != index.gop[min(cur + 1, target)]:
+            if not from_start and (
+                cur is None or cur >= target or index.gop[target] != index.gop[min(cur + 1, target)]
+            ):
                 self._seek(target)
+            overshot = from_start = False
             for frame in self._frames:
                 i = index.pts_to_index.get(frame.pts) if frame.pts is not None else None
                 if i is None:
@@ -532,17 +532,23 @@ class VideoReader:
                 if i < target:
                     continue
                 if i > target:
-                    raise VideoDecodeError(self.name, f"frame {target} could not be decoded")
+                    overshot = True
+                    break
                 # One cached swscale context converts (and resizes) every returned frame; a fresh
                 # frame.to_ndarray(format=...) builds a new context per frame, ten times slower.
-                out[k] = self._reformatter.reformat(
+                rgb = self._reformatter.reformat(
                     frame,
                     width=self.width,
                     height=self.height,
-                    format="rgb24",
+                    format="gbrp",
                     interpolation="BILINEAR",
                     threads=self.num_threads,
-                ).to_ndarray()
+                )
+                # Planar output copied plane by plane straight into (C, H, W): no interleaved RGB and no
+                # transpose afterwards. gbrp stores the planes as G, B, R.
+                for plane, channel in zip(rgb.planes, (1, 2, 0)):
+                    rows = np.frombuffer(plane, dtype=np.uint8).reshape(-1, plane.line_size)
+                    out[k, channel] = rows[: self.height, : self.width]
                 k += 1
                 if k == len(wanted):
                     break
@@ -555,13 +561,20 @@ class VideoReader:
                 raise VideoDecodeError(
                     self.name, f"data ends before frame {target} (truncated or damaged file)"
                 )
-        return torch.from_numpy(out).permute(0, 3, 1, 2).contiguous()
+            if overshot:
+                # The seek landed past the keyframe (a container with odd seek semantics) or the decoder
+                # dropped the frame: decode once more from the very first keyframe, then give up.
+                if retried_for == target:
+                    raise VideoDecodeError(self.name, f"frame {target} could not be decoded")
+                retried_for = target
+                self._seek(0, ts=int(index.pts[0]))
+                from_start = True
+        return torch.from_numpy(out)
 
-    def _seek(self, target: int) -> None:
+    def _seek(self, target: int, ts: int | None = None) -> None:
+        ts = int(self._index.seek_ts[target]) if ts is None else ts
         try:
-            self._container.seek(
-                int(self._index.seek_ts[target]), stream=self._stream, backward=True, any_frame=False
-            )
+            self._container.seek(ts, stream=self._stream, backward=True, any_frame=False)
         except (av.FFmpegError, OSError) as exc:
             raise VideoDecodeError(self.name, f"seek failed ({exc})") from exc
         self._cursor = None

@@ -130,6 +130,14 @@ def test_pixels_equal_pyav_sequential_decode(clips, backend):
         assert diff.float().mean().item() < 1.0 and diff.max().item() <= 8
 
 
+def test_pyav_recovers_when_a_seek_lands_past_the_keyframe(clips):
+    reader = VideoReader(clips["gop8"], backend="pyav")
+    # Simulate a container whose seeks overshoot: every seek lands on the last keyframe.
+    reader._index.seek_ts = np.full_like(reader._index.seek_ts, reader._index.seek_ts[-1])
+    indices = [70, 3, 41, 89]
+    assert decode_indices(reader.get_frames(indices)) == indices
+
+
 @pytest.mark.parametrize("backend", [b for b in BACKENDS if b not in ("pyav", "auto")])
 def test_open_gop_falls_back_to_pyav(clips, backend):
     with pytest.warns(RuntimeWarning, match="open-GOP"):
