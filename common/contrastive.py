@@ -182,14 +182,16 @@ def _acc_dtype(tensor: Tensor) -> torch.dtype:
     return torch.float64 if tensor.dtype == torch.float64 else torch.float32
 
 
-def _torch_lse_stats(a: Tensor, b: Tensor, chunk: int, need_col: bool) -> tuple[Tensor, Tensor | None]:
-    """Row log-sum-exp (over all of ``b``) and column log-sum-exp (over all of ``a``) of ``a @ b.T``."""
+def _torch_lse_stats(
+    a: Tensor, b: Tensor, scale: Tensor, chunk: int, need_col: bool
+) -> tuple[Tensor, Tensor | None]:
+    """Row log-sum-exp (over all of ``b``) and column log-sum-exp (over all of ``a``) of ``scale a @ b.T``."""
     m, n = a.shape[0], b.shape[0]
     acc = _acc_dtype(a)
     row = torch.full((m,), -math.inf, device=a.device, dtype=acc)
     col = torch.full((n,), -math.inf, device=a.device, dtype=acc) if need_col else None
     for i0 in range(0, m, chunk):
-        a_i = a[i0 : i0 + chunk]
+        a_i = a[i0 : i0 + chunk] * scale.to(a.dtype)  # (c, d): scaling rows is cheaper than scaling tiles
         row_i = row[i0 : i0 + chunk]
         for j0 in range(0, n, chunk):
             s = (a_i @ b[j0 : j0 + chunk].T).to(acc)  # (c, c) the only quadratic temporary
@@ -203,6 +205,7 @@ def _torch_lse_stats(a: Tensor, b: Tensor, chunk: int, need_col: bool) -> tuple[
 def _torch_lse_grads(
     a: Tensor,
     b: Tensor,
+    scale: Tensor,
     row_lse: Tensor,
     col_lse: Tensor | None,
     row_weight: Tensor,
@@ -213,9 +216,9 @@ def _torch_lse_grads(
 ) -> tuple[Tensor, Tensor | None, Tensor | None]:
     """Products with ``G = row_weight_i exp(S - row_lse_i) + col_weight_j exp(S - col_lse_j)``.
 
-    Returns ``G @ b`` (m, d), ``G.T @ a`` (n, d) when ``need_b_grad``, and ``sum_i exp(S_ij - col_lse_j)
-    S_ij`` (n,) when ``need_col_dot`` (the per-column part of the ``logit_scale`` gradient). Columns without
-    a column term carry ``col_weight = 0`` and ``col_lse = +inf``.
+    With ``S = scale a @ b.T``, returns ``G @ b`` (m, d), ``G.T @ (scale a)`` (n, d) when ``need_b_grad``,
+    and ``sum_i exp(S_ij - col_lse_j) S_ij`` (n,) when ``need_col_dot`` (the per-column part of the
+    ``logit_scale`` gradient). Columns without a column term carry ``col_weight = 0`` and ``col_lse = +inf``.
     """
     m, n, d = a.shape[0], b.shape[0], a.shape[1]
     acc = _acc_dtype(a)
@@ -224,7 +227,7 @@ def _torch_lse_grads(
     col_dot = torch.zeros((n,), device=a.device, dtype=acc) if need_col_dot else None
     has_col = col_lse is not None and col_weight is not None
     for i0 in range(0, m, chunk):
-        a_i = a[i0 : i0 + chunk].to(acc)
+        a_i = a[i0 : i0 + chunk].to(acc) * scale
         row_i = row_lse[i0 : i0 + chunk, None]
         w_i = row_weight[i0 : i0 + chunk, None]
         for j0 in range(0, n, chunk):
@@ -252,21 +255,26 @@ def _use_triton(tensor: Tensor) -> bool:
     return triton_available()
 
 
-def _lse_stats(a: Tensor, b: Tensor, chunk: int, need_col: bool) -> tuple[Tensor, Tensor | None]:
+def _lse_stats(
+    a: Tensor, b: Tensor, scale: Tensor, chunk: int, need_col: bool
+) -> tuple[Tensor, Tensor | None]:
     if _use_triton(a):
         from common.kernels.contrastive_triton import lse_stats
 
-        return lse_stats(a, b, need_col=need_col)
-    return _torch_lse_stats(a, b, chunk, need_col)
+        return lse_stats(a * scale.to(a.dtype), b, need_col=need_col)
+    return _torch_lse_stats(a, b, scale, chunk, need_col)
 
 
-def _lse_grads(a: Tensor, b: Tensor, *args: Any) -> tuple[Tensor, Tensor | None, Tensor | None]:
+def _lse_grads(
+    a: Tensor, b: Tensor, scale: Tensor, *args: Any
+) -> tuple[Tensor, Tensor | None, Tensor | None]:
     if _use_triton(a):
         from common.kernels.contrastive_triton import lse_grads
 
         row_lse, col_lse, row_weight, col_weight, _chunk, need_b_grad, need_col_dot = args
+        a = a * scale.to(a.dtype)
         return lse_grads(a, b, row_lse, col_lse, row_weight, col_weight, need_b_grad, need_col_dot)
-    return _torch_lse_grads(a, b, *args)
+    return _torch_lse_grads(a, b, scale, *args)
 
 
 # ------------------------------------------------------------------------------------------------------------
@@ -293,25 +301,22 @@ class _TiledClipLoss(torch.autograd.Function):
     ) -> Tensor:
         b = x.shape[0]
         s = scale.detach().reshape(()).to(_acc_dtype(x))
-        xs = x * s.to(x.dtype)  # (b, d) rows pre-scaled so that a tile is a single product
         y_all = comm.all_gather(y.detach())  # (n, d)
         n = y_all.shape[0]
         off = comm.rank * b
         chunk = chunk or auto_chunk_size(b, n + (0 if y_extra is None else y_extra.shape[0]), x.device)
 
-        row_lse, col_part = _lse_stats(xs, y_all, chunk, need_col=True)
+        row_lse, col_part = _lse_stats(x, y_all, s, chunk, need_col=True)
         if y_extra is not None:
-            row_lse = torch.logaddexp(row_lse, _lse_stats(xs, y_extra, chunk, need_col=False)[0])
-        ys = None
+            row_lse = torch.logaddexp(row_lse, _lse_stats(x, y_extra, s, chunk, need_col=False)[0])
         if x_extra is not None:
             # Own texts also score the extra images; fold them in before the ranks' statistics are combined,
             # so the reduced column statistics already hold every text's full normaliser.
-            ys = y * s.to(y.dtype)
             own = col_part[off : off + b]
-            torch.logaddexp(own, _lse_stats(ys, x_extra, chunk, need_col=False)[0], out=own)
+            torch.logaddexp(own, _lse_stats(y, x_extra, s, chunk, need_col=False)[0], out=own)
         col_lse = _reduce_lse(col_part, comm)  # (n,)
 
-        pos = (x.to(s.dtype) * y.to(s.dtype)).sum(-1) * s  # (b,) positive logits
+        pos = torch.einsum("ij,ij->i", x.to(s.dtype), y.to(s.dtype)) * s  # (b,) positive logits
         loss = 0.5 * ((row_lse - pos).mean() + (col_lse[off : off + b] - pos).mean())
 
         ctx.save_for_backward(x, y, scale, y_all, row_lse, col_lse, x_extra, y_extra)
@@ -322,53 +327,51 @@ class _TiledClipLoss(torch.autograd.Function):
     def backward(ctx: Any, grad: Tensor) -> tuple[Tensor | None, ...]:
         x, y, scale, y_all, row_lse, col_lse, x_extra, y_extra = ctx.saved_tensors
         comm, chunk, off = ctx.comm, ctx.chunk, ctx.off
-        b, n = x.shape[0], y_all.shape[0]
+        b = x.shape[0]
         need_x, need_y, need_s = ctx.needs_input_grad[:3]
         s = scale.detach().reshape(()).to(_acc_dtype(x))
         g = grad.detach().reshape(()).to(s.dtype)
-        xs = x * s.to(x.dtype)
-
         # Column terms belong to the columns' owners, whose upstream gradients may differ from ours.
         g_all = comm.all_gather(g.reshape(1))  # (W,)
         row_w = (g / (2 * b)).expand(b)
         col_w = (g_all / (2 * b)).repeat_interleave(b)  # (n,)
         need_col_dot = need_s and comm.world > 1
         ga, gb, col_dot = _lse_grads(
-            xs, y_all, row_lse, col_lse, row_w, col_w, chunk, need_y or need_s, need_col_dot
+            x, y_all, s, row_lse, col_lse, row_w, col_w, chunk, need_y or need_s, need_col_dot
         )
         if y_extra is not None:
-            ga_extra, _, _ = _lse_grads(xs, y_extra, row_lse, None, row_w, None, chunk, False, False)
-            ga = ga + ga_extra
+            ga.add_(_lse_grads(x, y_extra, s, row_lse, None, row_w, None, chunk, False, False)[0])
         ga_text = None
         if x_extra is not None:
-            ys = y * s.to(y.dtype)
             own_lse = col_lse[off : off + b]
-            ga_text, _, _ = _lse_grads(ys, x_extra, own_lse, None, row_w, None, chunk, False, False)
+            ga_text = _lse_grads(y, x_extra, s, own_lse, None, row_w, None, chunk, False, False)[0]
 
+        # The (b, d) results are finished in place: no further feature-sized temporaries.
         dx = dy = ds = None
         xf, yf = x.to(s.dtype), y.to(s.dtype)
+        pos_coef = -(g / b) * s  # the positive pair's logit appears in both directions
         if need_y or need_s:
             # One reduce-scatter returns both the column gradients and, for the scale, the per-column dots.
             payload = gb if col_dot is None else torch.cat([gb, col_dot[:, None]], 1)
             own = comm.reduce_scatter(payload)  # (b, d [+1])
-            gy = own[:, : y.shape[1]]
-            if need_y:
-                dy = gy - (g / b) * s * xf
-                if ga_text is not None:
-                    dy = dy + s * ga_text
-                dy = dy.to(y.dtype)
-        if need_x:
-            dx = (s * ga - (g / b) * s * yf).to(x.dtype)
         if need_s:
             # d(sum G o S)/ds = sum_i x_i . (G Y)_i over the strip; in a group, the column terms of other
             # ranks' texts are swapped for the column terms of our own texts, which the reduce-scatter
             # brought back.
-            strip = (xf * ga).sum()
+            strip = torch.dot(xf.reshape(-1), ga.reshape(-1))
             if col_dot is not None:
-                strip = strip - (col_w * col_dot[:n]).sum() / s + (g / (2 * b)) * own[:, -1].sum() / s
+                strip = strip - (col_w * col_dot).sum() / s + (g / (2 * b)) * own[:, -1].sum() / s
             if ga_text is not None:
-                strip = strip + (yf * ga_text).sum()
-            ds = (strip - (g / b) * (xf * yf).sum()).reshape(scale.shape).to(scale.dtype)
+                strip = strip + torch.dot(yf.reshape(-1), ga_text.reshape(-1))
+            pairs = torch.einsum("ij,ij->", xf, yf)
+            ds = (strip - (g / b) * pairs).reshape(scale.shape).to(scale.dtype)
+        if need_y:
+            gy = own[:, : y.shape[1]].addcmul_(xf, pos_coef)
+            if ga_text is not None:
+                gy.addcmul_(ga_text, s)
+            dy = gy.to(y.dtype)
+        if need_x:
+            dx = ga.mul_(s).addcmul_(yf, pos_coef).to(x.dtype)
         return dx, dy, ds, None, None, None, None
 
 

@@ -34,7 +34,8 @@ _INTERPRETER_CHECK = textwrap.dedent(
     blocks = dict(block_m=16, block_n=16, block_d=16)
     for m, n, d, programs in [(37, 53, 40, 2), (16, 16, 16, 1), (5, 70, 24, 3)]:
         a, b = 3.0 * torch.randn(m, d), torch.randn(n, d)
-        row, col = _torch_lse_stats(a, b, 16, True)
+        one = torch.tensor(1.0)  # the kernels take rows already multiplied by the scale
+        row, col = _torch_lse_stats(a, b, one, 16, True)
         row_k, col_k = lse_stats(a, b, True, programs=programs, **blocks)
         assert rel(row_k, row) < 1e-5 and rel(col_k, col) < 1e-5, (rel(row_k, row), rel(col_k, col))
         row_only, none = lse_stats(a, b, False, programs=programs, **blocks)
@@ -44,13 +45,13 @@ _INTERPRETER_CHECK = textwrap.dedent(
         col_w[-3:] = 0.0
         col = col.clone()
         col[-3:] = float("inf")  # columns without a column term, as the loss passes extra columns
-        want = _torch_lse_grads(a, b, row, col, row_w, col_w, 16, True, True)
+        want = _torch_lse_grads(a, b, one, row, col, row_w, col_w, 16, True, True)
         got = lse_grads(a, b, row, col, row_w, col_w, True, True, programs=programs, **blocks)
         for name, g, w in zip(("G @ b", "G.T @ a", "column dots"), got, want):
             assert rel(g, w) < 1e-5, (m, n, d, name, rel(g, w))
         ga, gb, dots = lse_grads(a, b, row, None, row_w, None, False, False, programs=programs, **blocks)
         assert gb is None and dots is None
-        assert rel(ga, _torch_lse_grads(a, b, row, None, row_w, None, 16, False, False)[0]) < 1e-5
+        assert rel(ga, _torch_lse_grads(a, b, one, row, None, row_w, None, 16, False, False)[0]) < 1e-5
     print("ok")
     """
 )
