@@ -18,9 +18,11 @@ How the reader stays exact and fast:
   converts to RGB (with an optional resize in the same ``sws_scale`` call) only the frames that are returned.
 * decord's seek is wrong on open-GOP streams (it counts frames from the keyframe's position in decode order)
   and TorchCodec fails on their last frames, so on such files both fall back to PyAV with a warning (the
-  packet index detects open GOPs). decord's other
-  known problems (read-ahead memory growth, dmlc/decord#157, and wrong frames after seeks, #195) are
-  avoided by asking it for sorted, deduplicated frames that the packet index has checked.
+  packet index detects open GOPs). Against decord's other known problems: it only ever sees sorted,
+  deduplicated indices already checked against the packet index (wrong frames after backward seeks,
+  dmlc/decord#195; the hang on over-reported counts, #373), and its background read-ahead, which grows
+  memory while a reader sits idle (#157), ends with the reader: use ``with`` or ``close()``. The
+  DataLoader benchmark reports worker memory growth for each backend.
 
 Frame indices follow presentation order, ``0 .. num_frames - 1``, the same numbering as decord and
 TorchCodec. Timestamps in seconds are relative to the first frame.
