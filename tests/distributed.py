@@ -42,7 +42,8 @@ def run_distributed(fn: Callable, world_size: int, *args: Any, timeout: float = 
     queue = ctx.Queue()
     port = free_port()
     procs = [
-        ctx.Process(target=_worker, args=(rank, world_size, port, fn, args, queue)) for rank in range(world_size)
+        ctx.Process(target=_worker, args=(rank, world_size, port, fn, args, queue))
+        for rank in range(world_size)
     ]
     for proc in procs:
         proc.start()
