@@ -140,8 +140,12 @@ def _import_backend(name: str):
         decord.logging.set_level(decord.logging.QUIET)
         return decord
     if name == "torchcodec":
-        from torchcodec import decoders
-
+        try:
+            from torchcodec import decoders
+        except ImportError:
+            raise
+        except Exception as exc:  # installed, but FFmpeg's shared libraries are missing or mismatched
+            raise ImportError(f"torchcodec is installed but cannot load: {exc}") from exc
         return decoders
     raise ValueError(f"unknown video backend {name!r}; expected auto, pyav, decord or torchcodec")
 
