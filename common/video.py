@@ -74,6 +74,7 @@ __all__ = [
     "available_backends",
     "preprocess_clip",
     "reencode",
+    "reencode_tree",
     "sample_frame_indices",
 ]
 
