@@ -160,18 +160,18 @@ def _default_group() -> Any | None:
 # Tile backends: S = a @ b.T with `a` pre-multiplied by the logit scale
 # ------------------------------------------------------------------------------------------------------------
 
-_CPU_CHUNK = 1024
+_CPU_CHUNK = 512
 _CUDA_CHUNK = 4096
 
 
 def auto_chunk_size(num_rows: int, num_cols: int, device: torch.device | str = "cpu") -> int:
     """The tile edge used when ``chunk_size=None``.
 
-    Rule: 1024 on CPU and 4096 on CUDA (PyTorch path; the Triton kernels pick their own blocks), capped by the
-    larger matrix side. A 1024 x 1024 fp32 tile is 4 MiB; the backward pass keeps about three of them alive,
-    which stays far below 1/50 of open_clip's memory from N = 4096 up, while ``1024 x d`` by ``d x 1024``
-    products are still large enough to run at the BLAS library's full speed (see
-    ``benchmarks/results/contrastive.md``, tile-size sweep).
+    Rule: 512 on CPU and 4096 on CUDA (PyTorch path; the Triton kernels pick their own blocks), capped by the
+    larger matrix side. A 512 x 512 fp32 tile is 1 MiB and each pass reuses two tile buffers, so the loss's
+    own memory is a few MiB beside the ``(b, d)`` gradients it must return; ``512 x d`` by ``d x 512``
+    products still run at the BLAS library's speed (``benchmarks/results/contrastive.md`` has the tile-size
+    sweep: 1024 is as fast and 1024 and 2048 cost more memory).
     """
     base = _CUDA_CHUNK if torch.device(device).type == "cuda" else _CPU_CHUNK
     return max(1, min(base, max(num_rows, num_cols)))
@@ -190,15 +190,24 @@ def _torch_lse_stats(
     acc = _acc_dtype(a)
     row = torch.full((m,), -math.inf, device=a.device, dtype=acc)
     col = torch.full((n,), -math.inf, device=a.device, dtype=acc) if need_col else None
+    # Two tile buffers reused by every tile: the allocator never sees a quadratic request.
+    tile = a.new_empty((min(chunk, m), min(chunk, n)), dtype=acc)
+    work = torch.empty_like(tile)
     for i0 in range(0, m, chunk):
-        a_i = a[i0 : i0 + chunk] * scale.to(a.dtype)  # (c, d): scaling rows is cheaper than scaling tiles
+        a_i = (a[i0 : i0 + chunk] * scale.to(a.dtype)).to(acc)  # (c, d): scaling rows is cheaper than tiles
         row_i = row[i0 : i0 + chunk]
         for j0 in range(0, n, chunk):
-            s = (a_i @ b[j0 : j0 + chunk].T).to(acc)  # (c, c) the only quadratic temporary
-            torch.logaddexp(row_i, torch.logsumexp(s, 1), out=row_i)
+            b_j = b[j0 : j0 + chunk].to(acc)
+            s = torch.mm(a_i, b_j.T, out=tile[: a_i.shape[0], : b_j.shape[0]])
+            e = work[: s.shape[0], : s.shape[1]]
+            peak = s.amax(1, keepdim=True)
+            tile_lse = torch.sub(s, peak, out=e).exp_().sum(1).log_().add_(peak[:, 0])
+            torch.logaddexp(row_i, tile_lse, out=row_i)
             if col is not None:
                 col_j = col[j0 : j0 + chunk]
-                torch.logaddexp(col_j, torch.logsumexp(s, 0), out=col_j)
+                peak = s.amax(0, keepdim=True)
+                tile_lse = torch.sub(s, peak, out=e).exp_().sum(0).log_().add_(peak[0])
+                torch.logaddexp(col_j, tile_lse, out=col_j)
     return row, col
 
 
@@ -226,15 +235,19 @@ def _torch_lse_grads(
     gb = torch.zeros((n, d), device=a.device, dtype=acc) if need_b_grad else None
     col_dot = torch.zeros((n,), device=a.device, dtype=acc) if need_col_dot else None
     has_col = col_lse is not None and col_weight is not None
+    tile = a.new_empty((min(chunk, m), min(chunk, n)), dtype=acc)
+    work = torch.empty_like(tile) if has_col else None
     for i0 in range(0, m, chunk):
         a_i = a[i0 : i0 + chunk].to(acc) * scale
         row_i = row_lse[i0 : i0 + chunk, None]
         w_i = row_weight[i0 : i0 + chunk, None]
         for j0 in range(0, n, chunk):
             b_j = b[j0 : j0 + chunk].to(acc)
-            s = a_i @ b_j.T  # (c, c) recomputed tile
+            s = torch.mm(a_i, b_j.T, out=tile[: a_i.shape[0], : b_j.shape[0]])  # (c, c) recomputed tile
             if has_col:
-                e_col = torch.exp(s - col_lse[None, j0 : j0 + chunk])
+                e_col = torch.sub(
+                    s, col_lse[None, j0 : j0 + chunk], out=work[: s.shape[0], : s.shape[1]]
+                ).exp_()
                 if col_dot is not None:
                     col_dot[j0 : j0 + chunk] += (e_col * s).sum(0)
                 e_col.mul_(col_weight[None, j0 : j0 + chunk])
@@ -316,7 +329,7 @@ class _TiledClipLoss(torch.autograd.Function):
             torch.logaddexp(own, _lse_stats(y, x_extra, s, chunk, need_col=False)[0], out=own)
         col_lse = _reduce_lse(col_part, comm)  # (n,)
 
-        pos = torch.einsum("ij,ij->i", x.to(s.dtype), y.to(s.dtype)) * s  # (b,) positive logits
+        pos = torch.bmm(x.to(s.dtype)[:, None, :], y.to(s.dtype)[:, :, None]).reshape(b) * s  # (b,) positives
         loss = 0.5 * ((row_lse - pos).mean() + (col_lse[off : off + b] - pos).mean())
 
         ctx.save_for_backward(x, y, scale, y_all, row_lse, col_lse, x_extra, y_extra)
@@ -363,7 +376,7 @@ class _TiledClipLoss(torch.autograd.Function):
                 strip = strip - (col_w * col_dot).sum() / s + (g / (2 * b)) * own[:, -1].sum() / s
             if ga_text is not None:
                 strip = strip + torch.dot(yf.reshape(-1), ga_text.reshape(-1))
-            pairs = torch.einsum("ij,ij->", xf, yf)
+            pairs = torch.dot(xf.reshape(-1), yf.reshape(-1))
             ds = (strip - (g / b) * pairs).reshape(scale.shape).to(scale.dtype)
         if need_y:
             gy = own[:, : y.shape[1]].addcmul_(xf, pos_coef)

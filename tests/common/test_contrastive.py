@@ -188,7 +188,7 @@ def test_no_quadratic_tensor_is_materialised_forward_or_backward():
 
 
 def test_auto_chunk_size_rule():
-    assert auto_chunk_size(16384, 16384, "cpu") == 1024
+    assert auto_chunk_size(16384, 16384, "cpu") == 512
     assert auto_chunk_size(100, 300, "cpu") == 300
     assert auto_chunk_size(16384, 16384, "cuda") == 4096
 

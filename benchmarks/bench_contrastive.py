@@ -1,0 +1,367 @@
+"""Benchmark of common.contrastive: memory and time against open_clip's ClipLoss, and distributed traffic.
+
+Single process (CPU, fp32, d = 512): for each N the peak extra memory of one forward plus backward and the
+median wall time of a few more, for ``clip_loss`` and ``open_clip.loss.ClipLoss`` side by side. Every
+configuration runs in a fresh subprocess, because PyTorch's CPU allocations are invisible to tracemalloc and
+a process never hands its peak back: the figure is ``ru_maxrss`` after the first forward+backward minus the
+resident set size measured after the inputs were allocated, with glibc's mmap threshold fixed (see
+``MALLOC_ENV``) so that freed memory leaves the resident set and the peak is the live peak.
+
+Distributed (gloo on CPU, 2 and 4 processes): bytes moved by the loss's collectives per step (counted in the
+loss's own collective wrappers, see ``common.contrastive.count_collectives``), peak extra loss memory per rank
+and the step time, for the global loss, the grouped loss (group_size = 2) and the grouped loss with
+GradCache accumulation over ``W / 2`` micro-batches (the same number of negatives as the global loss).
+
+Usage::
+
+    .venv/bin/python benchmarks/bench_contrastive.py          # writes benchmarks/results/contrastive.md
+    .venv/bin/python benchmarks/bench_contrastive.py --quick  # writes runs/bench/contrastive-quick.md
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import json
+import os
+import platform
+import resource
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+import torch  # noqa: E402
+import torch.nn.functional as F  # noqa: E402
+
+# glibc raises its mmap threshold to the size of the largest freed block (up to 32 MiB) and then keeps freed
+# heap memory resident, so RSS would count dead tile buffers as if they were live. A fixed threshold (glibc's
+# own initial value) makes every allocation of 128 KiB or more an mmap that leaves RSS when freed: RSS then
+# tracks live bytes, as max_memory_allocated does on CUDA. Applied to both implementations alike.
+MALLOC_ENV = {"MALLOC_MMAP_THRESHOLD_": "131072"}
+
+
+def _rss_bytes() -> int:
+    with open("/proc/self/statm") as f:
+        return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+
+
+def _peak_rss_bytes() -> int:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024  # Linux reports KiB
+
+
+def _available_bytes() -> int:
+    with open("/proc/meminfo") as f:
+        for line in f:
+            if line.startswith("MemAvailable:"):
+                return int(line.split()[1]) * 1024
+    return 0
+
+
+def _open_clip_loss_class():
+    # open_clip's loss.py imports only torch; the full package takes ~10 s to import.
+    import importlib.util
+
+    package = importlib.util.find_spec("open_clip")
+    path = Path(next(iter(package.submodule_search_locations))) / "loss.py"
+    spec = importlib.util.spec_from_file_location("_open_clip_loss", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module.ClipLoss
+
+
+def _features(n: int, d: int, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
+    gen = torch.Generator().manual_seed(seed)
+    x = F.normalize(torch.randn(n, d, generator=gen), dim=-1)
+    y = F.normalize(x + 0.8 * torch.randn(n, d, generator=gen), dim=-1)
+    return x, y
+
+
+# ------------------------------------------------------------------------------------------------------------
+# Single process: one configuration per subprocess
+# ------------------------------------------------------------------------------------------------------------
+
+
+def single_worker(impl: str, n: int, d: int, repeats: int, chunk: int | None) -> dict:
+    from common.contrastive import clip_loss
+
+    if impl == "open_clip":
+        peer = _open_clip_loss_class()()
+
+        def fn(a, b, s):
+            return peer(a, b, s)
+    else:
+
+        def fn(a, b, s):
+            return clip_loss(a, b, s, chunk_size=chunk)
+
+    x, y = _features(n, d)
+    x.requires_grad_()
+    y.requires_grad_()
+    scale = torch.tensor(14.3, requires_grad=True)
+    base = _rss_bytes()
+    peak_before = _peak_rss_bytes()
+    t0 = time.perf_counter()
+    loss = fn(x, y, scale)
+    loss.backward()
+    first = time.perf_counter() - t0
+    peak = _peak_rss_bytes()
+    times = []
+    for _ in range(repeats):
+        x.grad = y.grad = scale.grad = None
+        t0 = time.perf_counter()
+        fn(x, y, scale).backward()
+        times.append(time.perf_counter() - t0)
+    return {
+        "impl": impl,
+        "n": n,
+        "chunk": chunk,
+        "loss": float(loss.detach()),
+        "extra_bytes": peak - base,
+        "floor_bytes": max(0, peak_before - base),
+        "first_s": first,
+        "times_s": times,
+        "threads": torch.get_num_threads(),
+    }
+
+
+def run_single(impl: str, n: int, d: int, repeats: int, chunk: int | None = None) -> dict:
+    cmd = [sys.executable, __file__, "--worker", json.dumps([impl, n, d, repeats, chunk])]
+    proc = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, env={**os.environ, **MALLOC_ENV})
+    if proc.returncode != 0:
+        return {"impl": impl, "n": n, "chunk": chunk, "error": proc.stderr.strip().splitlines()[-1:]}
+    return json.loads(proc.stdout.strip().splitlines()[-1])
+
+
+# ------------------------------------------------------------------------------------------------------------
+# Distributed: gloo processes
+# ------------------------------------------------------------------------------------------------------------
+
+
+def dist_worker(rank: int, world: int, mode: str, local: int, d: int, repeats: int) -> dict:
+    from common.contrastive import (
+        GradCacheContrastive,
+        GroupedContrastiveLoss,
+        clip_loss,
+        count_collectives,
+        split_batch,
+    )
+
+    group_size = 2
+    micro = world // group_size if mode == "grouped+accum" else 1
+    rows = local * micro  # the accumulated local batch: W/2 micro-batches of `local` rows
+    x_all, y_all = _features(world * rows, d)
+    sl = slice(rank * rows, (rank + 1) * rows)
+    x, y = x_all[sl].clone(), y_all[sl].clone()
+    del x_all, y_all
+    scale = torch.tensor(14.3, requires_grad=True)
+    proj = torch.nn.Linear(d, d, bias=False)  # a stand-in encoder for the GradCache re-forward
+    loss_fn = clip_loss if mode == "global" else GroupedContrastiveLoss(group_size=group_size)
+    if mode != "global":
+        loss_fn.process_group  # noqa: B018  create the sub-groups before measuring
+
+    def step() -> None:
+        if mode == "grouped+accum":
+            batch = {"x": x, "y": y}
+            GradCacheContrastive(loss_fn).step(
+                lambda mb: (proj(mb["x"]), proj(mb["y"])), split_batch(batch, micro), scale
+            )
+        else:
+            xi, yi = x.clone().requires_grad_(), y.clone().requires_grad_()
+            loss_fn(xi, yi, scale).backward()
+
+    base = _rss_bytes()
+    with count_collectives() as counter:
+        step()
+    peak = _peak_rss_bytes()
+    times = []
+    for _ in range(repeats):
+        torch.distributed.barrier()
+        t0 = time.perf_counter()
+        step()
+        times.append(time.perf_counter() - t0)
+    return {
+        "payload": counter.payload_bytes,
+        "sent": counter.sent_bytes_per_rank,
+        "calls": [(op, nbytes, w) for op, nbytes, w in counter.calls],
+        "extra_bytes": peak - base,
+        "time_s": statistics.median(times) if times else float("nan"),
+        "rows": rows,
+    }
+
+
+def run_distributed_case(world: int, mode: str, local: int, d: int, repeats: int) -> dict:
+    from tests.distributed import run_distributed
+
+    results = run_distributed(dist_worker, world, mode, local, d, repeats)
+    out = dict(results[0])
+    out["extra_bytes_max"] = max(r["extra_bytes"] for r in results)
+    out["time_s_max"] = max(r["time_s"] for r in results)
+    return out
+
+
+# ------------------------------------------------------------------------------------------------------------
+# Report
+# ------------------------------------------------------------------------------------------------------------
+
+
+def _mib(nbytes: float) -> str:
+    return f"{nbytes / 2**20:,.1f}"
+
+
+def _machine() -> str:
+    cpu = platform.processor() or "unknown CPU"
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    cpu = line.split(":", 1)[1].strip()
+                    break
+    except OSError:
+        pass
+    return (
+        f"{cpu}, {os.cpu_count()} cores, torch {torch.__version__}, "
+        f"{torch.get_num_threads()} intra-op threads, Python {platform.python_version()}"
+    )
+
+
+def _load() -> str:
+    one, five, _ = os.getloadavg()
+    return f"load average {one:.2f} (1 min) / {five:.2f} (5 min)"
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--quick", action="store_true", help="small sizes, under ~2 minutes on 2 cores")
+    parser.add_argument("--out", type=Path, default=None)
+    parser.add_argument("--sizes", type=int, nargs="*", default=None, help="batch sizes N (single process)")
+    parser.add_argument("--repeats", type=int, default=None, help="timed repeats per configuration")
+    parser.add_argument("--skip-distributed", action="store_true")
+    parser.add_argument("--worker", default=None, help=argparse.SUPPRESS)
+    args = parser.parse_args()
+
+    if args.worker:
+        print(json.dumps(single_worker(*json.loads(args.worker))))
+        return
+
+    d = 512
+    sizes = args.sizes or ([1024, 2048] if args.quick else [4096, 8192, 16384, 32768])
+    repeats = args.repeats or (2 if args.quick else 3)
+    out = args.out or (
+        ROOT / "runs/bench/contrastive-quick.md" if args.quick else ROOT / "benchmarks/results/contrastive.md"
+    )
+    command = "  ".join(["", sys.executable.replace(str(ROOT) + "/", ""), *sys.argv]).strip()
+    started = datetime.datetime.now().isoformat(timespec="seconds")
+    lines = [
+        "# common.contrastive benchmark",
+        "",
+        f"- Machine: {_machine()}",
+        f"- Command: `{command}` (from the repository root)",
+        f"- Date: {started}",
+        f"- Load at start: {_load()} (other engineers' tests share this machine)",
+        "",
+        "## Single process, CPU fp32, d = 512: this loss against open_clip `ClipLoss`",
+        "",
+        "Peak extra memory = peak RSS of one forward+backward minus the RSS after the inputs were allocated,",
+        "each configuration in a fresh subprocess (see the script's docstring). Time = median of the timed",
+        "repeats, run right after one another, open_clip first, so both see the same machine load.",
+        "",
+        "| N | open_clip peak extra MiB | ours MiB | memory ratio (open_clip / ours) | open_clip s | ours s |"
+        " time ratio (ours / open_clip) | loss diff |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    for n in sizes:
+        reps = 1 if n >= 32768 else repeats
+        need = 18 * n * n  # open_clip holds about 16 bytes per logit, plus the process
+        if _available_bytes() > 1.2 * need:
+            ref = run_single("open_clip", n, d, reps)
+        else:
+            ref = {
+                "error": f"skipped: needs about {need / 2**30:.0f} GiB, "
+                f"{_available_bytes() / 2**30:.1f} GiB available"
+            }
+        ours = run_single("ours", n, d, reps)
+        print(f"N={n}: open_clip {ref}\n        ours {ours}", flush=True)
+        if "error" in ours:
+            lines.append(f"| {n} | | error: {ours['error']} | | | | | |")
+            continue
+        t_ours = statistics.median(ours["times_s"])
+        if "error" in ref:
+            lines.append(f"| {n} | {ref['error']} | {_mib(ours['extra_bytes'])} | | | {t_ours:.2f} | | |")
+            continue
+        t_ref = statistics.median(ref["times_s"])
+        lines.append(
+            f"| {n} | {_mib(ref['extra_bytes'])} | {_mib(ours['extra_bytes'])} | "
+            f"{ref['extra_bytes'] / max(ours['extra_bytes'], 1):.1f} | {t_ref:.2f} | {t_ours:.2f} | "
+            f"{t_ours / t_ref:.2f} | {abs(ref['loss'] - ours['loss']):.1e} |"
+        )
+    lines += ["", f"Load after the single-process table: {_load()}.", ""]
+
+    if not args.quick:
+        n = 8192
+        lines += [
+            f"### Tile size (chunk) sweep, N = {n}",
+            "",
+            "| chunk | peak extra MiB | median s |",
+            "|---|---|---|",
+        ]
+        for chunk in (256, 512, 1024, 2048):
+            res = run_single("ours", n, d, repeats, chunk)
+            print(f"chunk={chunk}: {res}", flush=True)
+            if "error" not in res:
+                lines.append(
+                    f"| {chunk} | {_mib(res['extra_bytes'])} | {statistics.median(res['times_s']):.2f} |"
+                )
+        lines.append("")
+
+    if not args.skip_distributed:
+        local = 256 if args.quick else 1024
+        lines += [
+            f"## Distributed, gloo on CPU, local batch b = {local} per rank, d = {d}, fp32",
+            "",
+            "Bytes are counted in the loss's collective wrappers for one training step (forward and",
+            "backward). *Payload* is the sum of the tensors the collectives move (the gathered output of an",
+            "all-gather, the input of a reduce-scatter or all-reduce); *sent per rank* applies the ring",
+            "algorithm's cost. Grouped collectives run inside a group of 2 ranks (a node); the global ones",
+            "span all W ranks. grouped+accum accumulates W/2 micro-batches of b rows (GradCache), so each",
+            "rank's rows see W*b negatives, as with the global loss.",
+            "Memory and time are the worst rank's; times on 2 shared cores only show that it runs.",
+            "",
+            "| W | mode | local rows per step | negatives per row | payload MiB | sent per rank MiB |"
+            " collectives | peak extra MiB per rank | step s |",
+            "|---|---|---|---|---|---|---|---|---|",
+        ]
+        for world in (2, 4):
+            for mode in ("global", "grouped", "grouped+accum"):
+                res = run_distributed_case(world, mode, local, d, repeats)
+                print(f"W={world} {mode}: { {k: v for k, v in res.items() if k != 'calls'} }", flush=True)
+                group = world if mode == "global" else 2
+                ops = {}
+                for op, _, _ in res["calls"]:
+                    ops[op] = ops.get(op, 0) + 1
+                ops_text = ", ".join(f"{k} x{v}" for k, v in sorted(ops.items()))
+                lines.append(
+                    f"| {world} | {mode} | {res['rows']} | {group * res['rows']} | {_mib(res['payload'])} | "
+                    f"{_mib(res['sent'])} | {ops_text} | {_mib(res['extra_bytes_max'])} | "
+                    f"{res['time_s_max']:.2f} |"
+                )
+        lines.append("")
+    lines += [f"Load at the end: {_load()}.", ""]
+    out.parent.mkdir(parents=True, exist_ok=True)
+    text = "\n".join(lines)
+    if out.exists() and not args.quick:
+        # Keep the hand-written analysis that follows the generated tables.
+        old = out.read_text()
+        marker = "<!-- analysis -->"
+        if marker in old:
+            text += "\n" + old[old.index(marker) :]
+    out.write_text(text)
+    print(f"wrote {out}")
+
+
+if __name__ == "__main__":
+    main()
