@@ -320,11 +320,19 @@ class CaptionDrop:
 class _ClipLoader:
     """Uniformly sampled uint8 frames of a file; an undecodable video becomes a counted black clip."""
 
-    def __init__(self, num_frames: int, image_size: int) -> None:
+    def __init__(self, num_frames: int, image_size: int, cache: bool = False) -> None:
         self.num_frames, self.image_size = num_frames, image_size
         self.bad = 0
+        self.cache: dict[Path, tuple[torch.Tensor, torch.Tensor]] | None = {} if cache else None
 
     def __call__(self, path: Path) -> tuple[torch.Tensor, torch.Tensor]:
+        if self.cache is None:
+            return self._load(path)
+        if path not in self.cache:
+            self.cache[path] = self._load(path)
+        return self.cache[path]
+
+    def _load(self, path: Path) -> tuple[torch.Tensor, torch.Tensor]:
         mask = torch.zeros(self.num_frames)
         try:
             with VideoReader(path, short_side=self.image_size) as reader:
@@ -353,9 +361,10 @@ class TrainPairs(Dataset):
         image_size: int,
         caption_drop: bool = False,
         seed: int = 0,
+        cache_clips: bool = False,
     ) -> None:
         self.items, self.tokenizer = items, tokenizer
-        self.clips = _ClipLoader(num_frames, image_size)
+        self.clips = _ClipLoader(num_frames, image_size, cache_clips)
         self.drop = CaptionDrop() if caption_drop else None
         self._scores = [self.drop.scores(it.captions) for it in items] if self.drop else []
         self.seed = seed
@@ -384,9 +393,16 @@ class TrainPairs(Dataset):
 class EvalVideos(Dataset):
     """One video with all its captions per item (multi-caption ground truth)."""
 
-    def __init__(self, items: list[VideoItem], tokenizer: CaptionTokenizer, num_frames: int, image_size: int):
+    def __init__(
+        self,
+        items: list[VideoItem],
+        tokenizer: CaptionTokenizer,
+        num_frames: int,
+        image_size: int,
+        cache_clips: bool = False,
+    ) -> None:
         self.items, self.tokenizer = items, tokenizer
-        self.clips = _ClipLoader(num_frames, image_size)
+        self.clips = _ClipLoader(num_frames, image_size, cache_clips)
 
     def __len__(self) -> int:
         return len(self.items)
@@ -510,6 +526,7 @@ class TPMCLDataModule(LightningDataModule):
         toy: generate the toy-world MSR-VTT at ``root`` in ``prepare_data`` (options in ``toy_options``).
         toy_num / toy_seed / toy_options: the toy dataset's size, seed and ``common.toyworld`` writer options.
         num_workers: DataLoader workers. seed: the sampler's seed.
+        cache_clips: keep decoded clips in memory (small toy datasets on CPU; every epoch re-reads otherwise).
     """
 
     def __init__(
@@ -534,6 +551,7 @@ class TPMCLDataModule(LightningDataModule):
         toy_options: dict | None = None,
         num_workers: int = 0,
         seed: int = 0,
+        cache_clips: bool = False,
     ) -> None:
         super().__init__()
         if dataset not in READERS:
@@ -560,7 +578,13 @@ class TPMCLDataModule(LightningDataModule):
         if stage == "fit":
             self.train_items = self._read(hp.train_split)
             self.train_set = TrainPairs(
-                self.train_items, self.tokenizer, hp.num_frames, hp.image_size, hp.caption_drop, hp.seed
+                self.train_items,
+                self.tokenizer,
+                hp.num_frames,
+                hp.image_size,
+                hp.caption_drop,
+                hp.seed,
+                hp.cache_clips,
             )
         if stage in ("fit", "validate"):
             self.val_set = self._eval_set(hp.val_split)
@@ -569,7 +593,7 @@ class TPMCLDataModule(LightningDataModule):
 
     def _eval_set(self, split: str) -> EvalVideos:
         hp = self.hparams
-        return EvalVideos(self._read(split), self.tokenizer, hp.num_frames, hp.image_size)
+        return EvalVideos(self._read(split), self.tokenizer, hp.num_frames, hp.image_size, hp.cache_clips)
 
     def train_dataloader(self) -> DataLoader:
         items = self.train_items
