@@ -70,7 +70,8 @@ class TPMCLLitModule(LightningModule):
         super().__init__()
         if loss_type not in LOSS_TYPES:
             raise ValueError(f"loss_type must be one of {LOSS_TYPES}, got {loss_type!r}")
-        config = TPMCLConfig(**asdict(config))  # a private copy of the default
+        # a private copy of the default; a checkpoint's hparams hold the config as a dict
+        config = TPMCLConfig(**(config if isinstance(config, dict) else asdict(config)))
         self.save_hyperparameters(ignore=["config"])
         self.hparams["config"] = asdict(config)
         self.config = config
