@@ -99,6 +99,8 @@ def single_worker(impl: str, n: int, d: int, repeats: int, chunk: int | None) ->
         def fn(a, b, s):
             return clip_loss(a, b, s, chunk_size=chunk)
 
+    if os.environ.get("BENCH_THREADS"):
+        torch.set_num_threads(int(os.environ["BENCH_THREADS"]))
     x, y = _features(n, d)
     x.requires_grad_()
     y.requires_grad_()
@@ -110,12 +112,13 @@ def single_worker(impl: str, n: int, d: int, repeats: int, chunk: int | None) ->
     loss.backward()
     first = time.perf_counter() - t0
     peak = _peak_rss_bytes()
-    times = []
+    times, cpu_times = [], []
     for _ in range(repeats):
         x.grad = y.grad = scale.grad = None
-        t0 = time.perf_counter()
+        t0, c0 = time.perf_counter(), time.process_time()
         fn(x, y, scale).backward()
         times.append(time.perf_counter() - t0)
+        cpu_times.append(time.process_time() - c0)
     return {
         "impl": impl,
         "n": n,
@@ -125,6 +128,7 @@ def single_worker(impl: str, n: int, d: int, repeats: int, chunk: int | None) ->
         "floor_bytes": max(0, peak_before - base),
         "first_s": first,
         "times_s": times,
+        "cpu_times_s": cpu_times,
         "threads": torch.get_num_threads(),
     }
 
@@ -257,6 +261,13 @@ def main() -> None:
     parser.add_argument("--sizes", type=int, nargs="*", default=None, help="batch sizes N (single process)")
     parser.add_argument("--repeats", type=int, default=None, help="timed repeats per configuration")
     parser.add_argument("--skip-distributed", action="store_true")
+    parser.add_argument(
+        "--threads",
+        type=int,
+        default=None,
+        help="intra-op threads of the single-process workers (default: torch's)",
+    )
+    parser.add_argument("--skip-sweep", action="store_true", help="skip the tile-size sweep")
     parser.add_argument("--worker", default=None, help=argparse.SUPPRESS)
     args = parser.parse_args()
 
@@ -264,6 +275,8 @@ def main() -> None:
         print(json.dumps(single_worker(*json.loads(args.worker))))
         return
 
+    if args.threads:
+        os.environ["BENCH_THREADS"] = str(args.threads)
     d = 512
     sizes = args.sizes or ([1024, 2048] if args.quick else [4096, 8192, 16384, 32768])
     repeats = args.repeats or (2 if args.quick else 3)
@@ -285,11 +298,13 @@ def main() -> None:
         "Peak extra memory = peak RSS of one forward+backward minus the RSS after the inputs were allocated,",
         "each configuration in a fresh subprocess (see the script's docstring). Time = median of the timed",
         "repeats (a separate subprocess with glibc's default allocator), open_clip first, then ours, so both",
-        "see about the same machine load.",
+        "see about the same machine load. CPU s = the process's CPU time (user + system) over the same",
+        "repeats: less sensitive than wall time to other processes on the machine.",
+        f"Intra-op threads in the workers: {args.threads or torch.get_num_threads()}.",
         "",
         "| N | open_clip peak extra MiB | ours MiB | memory ratio (open_clip / ours) | open_clip s | ours s |"
-        " time ratio (ours / open_clip) | loss diff |",
-        "|---|---|---|---|---|---|---|---|",
+        " time ratio (ours / open_clip) | open_clip CPU s | ours CPU s | CPU ratio | loss diff |",
+        "|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for n in sizes:
         reps = 1 if n >= 32768 else repeats
@@ -304,21 +319,25 @@ def main() -> None:
         ours = run_single("ours", n, d, reps)
         print(f"N={n}: open_clip {ref}\n        ours {ours}", flush=True)
         if "error" in ours:
-            lines.append(f"| {n} | | error: {ours['error']} | | | | | |")
+            lines.append(f"| {n} | | error: {ours['error']} | | | | | | | | |")
             continue
         t_ours = statistics.median(ours["times_s"])
         if "error" in ref:
-            lines.append(f"| {n} | {ref['error']} | {_mib(ours['extra_bytes'])} | | | {t_ours:.2f} | | |")
+            lines.append(
+                f"| {n} | {ref['error']} | {_mib(ours['extra_bytes'])} | | | {t_ours:.2f} | | | | | |"
+            )
             continue
         t_ref = statistics.median(ref["times_s"])
+        c_ours, c_ref = statistics.median(ours["cpu_times_s"]), statistics.median(ref["cpu_times_s"])
         lines.append(
             f"| {n} | {_mib(ref['extra_bytes'])} | {_mib(ours['extra_bytes'])} | "
             f"{ref['extra_bytes'] / max(ours['extra_bytes'], 1):.1f} | {t_ref:.2f} | {t_ours:.2f} | "
-            f"{t_ours / t_ref:.2f} | {abs(ref['loss'] - ours['loss']):.1e} |"
+            f"{t_ours / t_ref:.2f} | {c_ref:.2f} | {c_ours:.2f} | {c_ours / c_ref:.2f} | "
+            f"{abs(ref['loss'] - ours['loss']):.1e} |"
         )
     lines += ["", f"Load after the single-process table: {_load()}.", ""]
 
-    if not args.quick:
+    if not (args.quick or args.skip_sweep):
         n = 8192
         lines += [
             f"### Tile size (chunk) sweep, N = {n}",
