@@ -72,7 +72,10 @@ class TPMCLLitModule(LightningModule):
             raise ValueError(f"loss_type must be one of {LOSS_TYPES}, got {loss_type!r}")
         # a private copy of the default; a checkpoint's hparams hold the config as a dict
         config = TPMCLConfig(**(config if isinstance(config, dict) else asdict(config)))
-        self.save_hyperparameters(ignore=["config"])
+        # evaluation-time switches stay out of the checkpoint's hparams, so `test --ckpt_path ... --model.<x>`
+        # can change them (LightningCLI re-applies a checkpoint's hparams over the command line)
+        self.save_hyperparameters(ignore=["config", "eval_block", "dual_softmax_eval", "cpu_threads"])
+        self.eval_block, self.dual_softmax_eval, self.cpu_threads = eval_block, dual_softmax_eval, cpu_threads
         self.hparams["config"] = asdict(config)
         self.config = config
         self.model = TPMCLModel(config)
@@ -81,8 +84,8 @@ class TPMCLLitModule(LightningModule):
 
     # ------------------------------------------------------------------ setup
     def setup(self, stage: str) -> None:
-        if self.hparams.cpu_threads and self.device.type == "cpu":
-            torch.set_num_threads(self.hparams.cpu_threads)
+        if self.cpu_threads and self.device.type == "cpu":
+            torch.set_num_threads(self.cpu_threads)
         dm = getattr(self.trainer, "datamodule", None) if self._trainer is not None else None
         for name in ("val_set", "test_set"):
             ds = getattr(dm, name, None)
@@ -153,8 +156,8 @@ class TPMCLLitModule(LightningModule):
         dev = self.device
         video = VideoFeatures(video.tokens.to(dev), video.tokens.to(dev), video.mask.to(dev))
         rows = []
-        for s in range(0, text.words.shape[0], self.hparams.eval_block):
-            block = TextFeatures(*(t[s : s + self.hparams.eval_block].to(dev) for t in vars(text).values()))
+        for s in range(0, text.words.shape[0], self.eval_block):
+            block = TextFeatures(*(t[s : s + self.eval_block].to(dev) for t in vars(text).values()))
             rows.append(self.model.similarity(block, video).float().cpu())
         return torch.cat(rows)
 
@@ -169,7 +172,7 @@ class TPMCLLitModule(LightningModule):
         t2v, vfam = torch.cat(e["t2v"]), torch.cat(e["family"])
         fam = (vfam[t2v], vfam) if bool((vfam >= 0).all()) else (None, None)
         metrics = retrieval_metrics(sim, t2v, *fam)
-        if self.hparams.dual_softmax_eval:
+        if self.dual_softmax_eval:
             dsl_t2v = retrieval_metrics(dual_softmax(sim), t2v)
             dsl_v2t = retrieval_metrics(dual_softmax(sim.t()).t(), t2v)
             metrics.update({f"dsl_{k}": v for k, v in dsl_t2v.items() if k.startswith("t2v")})

@@ -104,3 +104,36 @@ def test_wti_and_meanp_variants_train() -> None:
     loss = lit.training_step(_train_batch(), 0)
     loss.backward()
     assert lit.model.text_weight_fc.weight.grad is not None and lit.model.temporal is None
+
+
+def test_evaluation_switches_stay_out_of_checkpoint_hparams() -> None:
+    lit = _lit(dual_softmax_eval=True, eval_block=7)
+    assert lit.dual_softmax_eval and lit.eval_block == 7
+    assert not {"dual_softmax_eval", "eval_block", "cpu_threads"} & set(lit.hparams)
+
+
+def test_predict_ranks_videos_from_a_checkpoint(tmp_path, capsys) -> None:
+    import lightning
+
+    from common.toyworld import generate
+    from tpm_cl.predict import main as predict
+
+    root = generate("msrvtt", out=tmp_path / "toy", num=10, seed=0, num_frames=4, size=32)
+    lit = _lit()
+    ckpt = tmp_path / "model.ckpt"
+    torch.save(
+        {
+            "state_dict": lit.state_dict(),
+            "hyper_parameters": dict(lit.hparams),
+            "datamodule_hyper_parameters": {"image_size": 16, "pos": "lexicon"},
+            "pytorch-lightning_version": lightning.__version__,
+        },
+        ckpt,
+    )
+    png = tmp_path / "out.png"
+    videos = str(root / "videos")
+    predict(["--ckpt", str(ckpt), "--text", "a red circle", "--videos", videos, "--png", str(png)])
+    out = capsys.readouterr().out
+    assert out.count(".mp4  S=") == 5 and png.stat().st_size > 0
+    predict(["--ckpt", str(ckpt), "--video", str(root / "videos" / "video0.mp4"), "--captions", "a", "b c"])
+    assert capsys.readouterr().out.count("S=") == 2
