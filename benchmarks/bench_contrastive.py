@@ -12,6 +12,12 @@ loss's own collective wrappers, see ``common.contrastive.count_collectives``), p
 and the step time, for the global loss, the grouped loss (group_size = 2) and the grouped loss with
 GradCache accumulation over ``W / 2`` micro-batches (the same number of negatives as the global loss).
 
+Accelerator (``--accel``, on by default when CUDA is available; skipped otherwise): in bf16 on one device,
+forward plus backward time of ``clip_loss`` (the fused Triton kernels), of open_clip's ``ClipLoss`` and of two
+one-direction tiled passes (the Inf-CL layout: each direction its own sweep, row chunks recomputed in the
+backward pass by checkpointing), peak memory from ``torch.cuda.max_memory_allocated``, and the kernel's
+throughput as a fraction of a measured bf16 matmul peak (4 products of ``2 N^2 d`` FLOPs per step).
+
 Usage::
 
     .venv/bin/python benchmarks/bench_contrastive.py          # writes benchmarks/results/contrastive.md
@@ -158,6 +164,128 @@ def run_single(impl: str, n: int, d: int, repeats: int, chunk: int | None = None
 
 
 # ------------------------------------------------------------------------------------------------------------
+# Accelerator: fused kernel against open_clip and two one-direction tiled passes
+# ------------------------------------------------------------------------------------------------------------
+
+
+def _one_direction_tiled(a: torch.Tensor, b: torch.Tensor, scale: torch.Tensor, chunk: int) -> torch.Tensor:
+    """Mean cross-entropy of ``scale a b^T`` rows against the diagonal, one row chunk at a time.
+
+    Each chunk's ``(chunk, N)`` strip is recomputed in the backward pass (activation checkpointing), so only
+    one strip is alive at a time: the baseline layout of one-direction tiled losses.
+    """
+    from torch.utils.checkpoint import checkpoint
+
+    def strip(a_c: torch.Tensor, start: torch.Tensor) -> torch.Tensor:
+        logits = (scale * a_c @ b.T).float()
+        idx = torch.arange(a_c.shape[0], device=a.device) + start
+        return F.cross_entropy(logits, idx, reduction="sum")
+
+    total = a.new_zeros((), dtype=torch.float32)
+    for i0 in range(0, a.shape[0], chunk):
+        start = torch.tensor(i0, device=a.device)
+        total = total + checkpoint(strip, a[i0 : i0 + chunk], start, use_reentrant=False)
+    return total / a.shape[0]
+
+
+def accel_case(impl: str, n: int, d: int, repeats: int, device: str, dtype: torch.dtype) -> dict:
+    """Time and peak memory of one forward+backward on ``device`` (CUDA events when on CUDA)."""
+    from common.contrastive import clip_loss
+
+    gen = torch.Generator(device="cpu").manual_seed(0)
+    x = F.normalize(torch.randn(n, d, generator=gen), dim=-1).to(device, dtype).requires_grad_()
+    y = F.normalize(torch.randn(n, d, generator=gen), dim=-1).to(device, dtype).requires_grad_()
+    scale = torch.tensor(14.3, device=device, requires_grad=True)
+    peer = _open_clip_loss_class()() if impl == "open_clip" else None
+
+    def fn() -> torch.Tensor:
+        if impl == "ours":
+            return clip_loss(x, y, scale)
+        if impl == "open_clip":
+            return peer(x, y, scale)
+        return 0.5 * (_one_direction_tiled(x, y, scale, 4096) + _one_direction_tiled(y, x, scale, 4096))
+
+    cuda = device.startswith("cuda")
+
+    def sync() -> None:
+        if cuda:
+            torch.cuda.synchronize()
+
+    try:
+        fn().backward()  # warm-up: compilation and autotuning
+        sync()
+        if cuda:
+            torch.cuda.reset_peak_memory_stats()
+        base = torch.cuda.memory_allocated() if cuda else 0
+        times = []
+        for _ in range(repeats):
+            x.grad = y.grad = scale.grad = None
+            sync()
+            t0 = time.perf_counter()
+            fn().backward()
+            sync()
+            times.append(time.perf_counter() - t0)
+        peak = (torch.cuda.max_memory_allocated() - base) if cuda else None
+    except torch.OutOfMemoryError:
+        return {"impl": impl, "n": n, "error": "out of memory"}
+    return {"impl": impl, "n": n, "time_s": statistics.median(times), "peak_bytes": peak}
+
+
+def matmul_peak_tflops(device: str, dtype: torch.dtype, size: int = 8192, repeats: int = 10) -> float:
+    """Measured throughput of a large square matmul: the denominator of 'fraction of peak'."""
+    a = torch.randn(size, size, device=device, dtype=dtype)
+    b = torch.randn(size, size, device=device, dtype=dtype)
+    torch.mm(a, b)
+    if device.startswith("cuda"):
+        torch.cuda.synchronize()
+    t0 = time.perf_counter()
+    for _ in range(repeats):
+        torch.mm(a, b)
+    if device.startswith("cuda"):
+        torch.cuda.synchronize()
+    return 2 * size**3 * repeats / (time.perf_counter() - t0) / 1e12
+
+
+def accel_section(sizes: list[int], d: int, repeats: int, device: str, dtype: torch.dtype) -> list[str]:
+    name = torch.cuda.get_device_name() if device.startswith("cuda") else device
+    mm_size = 8192 if device.startswith("cuda") else 1024
+    peak = matmul_peak_tflops(device, dtype, size=mm_size)
+    lines = [
+        f"## Accelerator: {name}, {str(dtype).replace('torch.', '')}, d = {d}",
+        "",
+        f"Measured {str(dtype).replace('torch.', '')} matmul throughput ({mm_size}^3): {peak:.2f} TFLOP/s. "
+        "Kernel fraction = 4 x 2 N^2 d FLOPs (one product forward, three backward) / time / that throughput.",
+        "",
+        "| N | ours ms | open_clip ms | two one-direction passes ms | ours / open_clip | ours / two passes |"
+        " ours peak MiB | open_clip peak MiB | two passes peak MiB | kernel fraction of matmul peak |",
+        "|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    for n in sizes:
+        res = {
+            impl: accel_case(impl, n, d, repeats, device, dtype) for impl in ("ours", "open_clip", "two_pass")
+        }
+        print(f"accel N={n}: {res}", flush=True)
+
+        ours, ref, two = res["ours"], res["open_clip"], res["two_pass"]
+
+        def ms(r: dict) -> str:
+            return r.get("error") or f"{1e3 * r['time_s']:.1f}"
+
+        def mib(r: dict) -> str:
+            return r.get("error") or ("-" if r["peak_bytes"] is None else _mib(r["peak_bytes"]))
+
+        def ratio(r: dict, ours: dict = ours) -> str:
+            return "-" if "error" in r or "error" in ours else f"{ours['time_s'] / r['time_s']:.2f}"
+
+        frac = "-" if "error" in ours else f"{4 * 2 * n * n * d / ours['time_s'] / 1e12 / peak:.2f}"
+        lines.append(
+            f"| {n} | {ms(ours)} | {ms(ref)} | {ms(two)} | {ratio(ref)} | {ratio(two)} | {mib(ours)} | "
+            f"{mib(ref)} | {mib(two)} | {frac} |"
+        )
+    return [*lines, ""]
+
+
+# ------------------------------------------------------------------------------------------------------------
 # Distributed: gloo processes
 # ------------------------------------------------------------------------------------------------------------
 
@@ -268,6 +396,12 @@ def main() -> None:
         help="intra-op threads of the single-process workers (default: torch's)",
     )
     parser.add_argument("--skip-sweep", action="store_true", help="skip the tile-size sweep")
+    parser.add_argument(
+        "--accel",
+        default="cuda" if torch.cuda.is_available() else None,
+        help="device of the accelerator section (default: cuda when available; 'cpu': a smoke check)",
+    )
+    parser.add_argument("--accel-only", action="store_true", help="run only the accelerator section")
     parser.add_argument("--worker", default=None, help=argparse.SUPPRESS)
     args = parser.parse_args()
 
@@ -306,7 +440,7 @@ def main() -> None:
         " time ratio (ours / open_clip) | open_clip CPU s | ours CPU s | CPU ratio | loss diff |",
         "|---|---|---|---|---|---|---|---|---|---|---|",
     ]
-    for n in sizes:
+    for n in [] if args.accel_only else sizes:
         reps = 1 if n >= 32768 else repeats
         need = 18 * n * n  # open_clip holds about 16 bytes per logit, plus the process
         if _available_bytes() > 1.2 * need:
@@ -337,7 +471,7 @@ def main() -> None:
         )
     lines += ["", f"Load after the single-process table: {_load()}.", ""]
 
-    if not (args.quick or args.skip_sweep):
+    if not (args.quick or args.skip_sweep or args.accel_only):
         n = 8192
         lines += [
             f"### Tile size (chunk) sweep, N = {n}",
@@ -354,7 +488,7 @@ def main() -> None:
                 )
         lines.append("")
 
-    if not args.skip_distributed:
+    if not (args.skip_distributed or args.accel_only):
         local = 256 if args.quick else 1024
         lines += [
             f"## Distributed, gloo on CPU, local batch b = {local} per rank, d = {d}, fp32",
@@ -386,6 +520,12 @@ def main() -> None:
                     f"{res['time_s_max']:.2f} |"
                 )
         lines.append("")
+    if args.accel:
+        accel_sizes = [4096, 8192] if args.accel == "cpu" or args.quick else [16384, 32768, 65536, 131072]
+        dtype = torch.float32 if args.accel == "cpu" else torch.bfloat16
+        lines += accel_section(accel_sizes, d, repeats, args.accel, dtype)
+    else:
+        lines += ["## Accelerator", "", "Skipped: no CUDA device on this machine.", ""]
     lines += [f"Load at the end: {_load()}.", ""]
     out.parent.mkdir(parents=True, exist_ok=True)
     text = "\n".join(lines)
