@@ -61,9 +61,13 @@ def test_ablation_overlays_change_only_what_they_name(overlay: str) -> None:
     assert flat == allowed
 
 
-@pytest.mark.parametrize(
-    "overlay", [[], ["tiny.yaml"], ["tiny.yaml", "exp/infonce.yaml"], ["tiny.yaml", "exp/no_tpm.yaml"]]
-)
+OVERLAYS = [
+    [], ["tiny.yaml"], ["tiny.yaml", "exp/infonce.yaml"], ["tiny.yaml", "exp/no_tpm.yaml"],
+    ["exp/didemo.yaml"], ["exp/activitynet.yaml"], ["exp/msvd.yaml"],
+]  # fmt: skip
+
+
+@pytest.mark.parametrize("overlay", OVERLAYS)
 def test_configs_parse_and_link_shared_values(overlay: list[str], capsys: pytest.CaptureFixture) -> None:
     args = ["fit", "--config", str(CONFIGS / "paper.yaml")]
     for name in overlay:
@@ -74,7 +78,8 @@ def test_configs_parse_and_link_shared_values(overlay: list[str], capsys: pytest
     printed = yaml.safe_load(capsys.readouterr().out)
     # linked values are stated once, in data, and not settable in model.config
     assert "num_frames" not in printed["model"]["config"] and "max_words" not in printed["model"]["config"]
-    assert printed["data"]["num_frames"] == (8 if overlay else 12)
+    frames = {"tiny.yaml": 8, "exp/didemo.yaml": 64, "exp/activitynet.yaml": 64}
+    assert printed["data"]["num_frames"] == (frames.get(overlay[0], 12) if overlay else 12)
     if "exp/infonce.yaml" in overlay:
         assert printed["model"]["loss_type"] == "infonce"
     if "exp/no_tpm.yaml" in overlay:

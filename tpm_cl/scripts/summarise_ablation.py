@@ -1,13 +1,14 @@
 """Summarise the miniature ablation: final val/t2v_R@1 and val/fam_t2v_R@1 per arm and seed, mean ± std.
 
 ``python -m tpm_cl.scripts.summarise_ablation [--runs runs]`` reads ``runs/tpm_cl/ablation-*/s*/metrics.csv``
-(written by ``tpm_cl/scripts/ablation.sh``) and prints a Markdown table.
+(written by ``tpm_cl/scripts/ablation.sh``; finished runs only) and prints a Markdown table.
 """
 
 from __future__ import annotations
 
 import argparse
 import csv
+import json
 import statistics
 from pathlib import Path
 
@@ -27,7 +28,9 @@ def main(argv: list[str] | None = None) -> str:
     for exp_dir in sorted((Path(args.runs) / "tpm_cl").glob("ablation-*")):
         per_seed = []
         for run in sorted(exp_dir.glob("s*")):
-            m = final_metrics(run / "metrics.csv") if (run / "metrics.csv").is_file() else {}
+            info = run / "run_info.json"
+            finished = info.is_file() and json.loads(info.read_text()).get("status") == "finished"
+            m = final_metrics(run / "metrics.csv") if finished else {}
             if m:
                 per_seed.append(m)
                 vals = " | ".join(f"{m[k]:.1f}" for k in KEYS)
