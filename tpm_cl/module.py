@@ -132,6 +132,13 @@ class TPMCLLitModule(LightningModule):
             self.log(f"train/loss_{name}", value, batch_size=bs)
         return loss
 
+    def on_train_epoch_end(self) -> None:
+        # undecodable videos replaced by black clips so far (counted in this process; with DataLoader workers
+        # each worker counts its own and logs a warning per file)
+        train_set = getattr(getattr(self.trainer, "datamodule", None), "train_set", None)
+        if train_set is not None:
+            self.log("train/bad_videos", float(train_set.clips.bad))
+
     # ------------------------------------------------------------------ evaluation
     def _eval_start(self) -> None:
         self._eval = {k: [] for k in ("words", "weight", "sentence", "tokens", "mask", "t2v", "family")}
