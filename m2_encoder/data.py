@@ -336,6 +336,7 @@ class M2EncoderDataModule(LightningDataModule):
         toy_num: when set, ``prepare_data`` writes a toy-world ``imagetext`` dataset of this many images.
         toy_seed: the toy world's seed.
         toy_vocab_size: SentencePiece vocabulary requested for the toy tokenizer (a soft limit).
+        toy_num_test: test images of the toy dataset (None: a fifth of ``toy_num``).
         seed: seed of the language/batch order.
     """
 
@@ -359,6 +360,7 @@ class M2EncoderDataModule(LightningDataModule):
         toy_num: int | None = None,
         toy_seed: int = 0,
         toy_vocab_size: int = 1000,
+        toy_num_test: int | None = None,
         seed: int = 0,
     ) -> None:
         super().__init__()
@@ -389,7 +391,8 @@ class M2EncoderDataModule(LightningDataModule):
             return
         from m2_encoder.toy import prepare_toy
 
-        prepare_toy(self.root, self.hparams.toy_num, self.hparams.toy_seed, self.hparams.toy_vocab_size)
+        hp = self.hparams
+        prepare_toy(self.root, hp.toy_num, hp.toy_seed, hp.toy_vocab_size, num_test=hp.toy_num_test)
         sp = self.path(self.hparams.tokenizer_model)
         if not sp.is_file():
             texts = [

@@ -25,10 +25,20 @@ def scene_classnames(lang: str) -> list[str]:
     return [word_for(f"scene:{s}", lang)[0] for s in SCENES]
 
 
-def prepare_toy(root: str | Path, num: int, seed: int, vocab_size: int = 1000) -> Path:
-    """Write the toy image-text dataset and its zero-shot files under ``root`` (kept when up to date)."""
+def prepare_toy(
+    root: str | Path, num: int, seed: int, vocab_size: int = 1000, num_test: int | None = None
+) -> Path:
+    """Write the toy image-text dataset and its zero-shot files under ``root`` (kept when up to date).
+
+    ``num_test`` test images (the last ones; None: the writer's default fifth of ``num``); the rest train.
+    """
     root = Path(root)
-    generate("imagetext", out=root, num=num, seed=seed)
+    options = {}
+    if num_test is not None:
+        if not 0 < num_test < num:
+            raise ValueError(f"num_test must be in (0, {num}), got {num_test}")
+        options["test_fraction"] = num_test / num
+    generate("imagetext", out=root, num=num, seed=seed, **options)
     meta = json.loads((root / "toyworld.json").read_text(encoding="utf-8"))
     lines = [
         json.dumps({"image": im["image"], "label": SCENES.index(im["scene"]["scene"])})

@@ -17,7 +17,7 @@ from m2_encoder.data import (
     shard,
 )
 from m2_encoder.tokenizer import BilingualTokenizer, encode_blanks, preprocess_text, train_sentencepiece
-from m2_encoder.toy import scene_classnames
+from m2_encoder.toy import prepare_toy, scene_classnames
 
 
 def test_reads_the_released_jsonl_format_and_names_bad_lines(tmp_path: Path) -> None:
@@ -126,3 +126,13 @@ def test_toy_datamodule_writes_and_reads_the_real_formats(tmp_path: Path, num: i
     loaders = dm.val_dataloader()
     eval_batch = next(iter(loaders[0]))
     assert torch.equal(eval_batch["index"], torch.arange(len(eval_batch["index"])))
+
+
+def test_prepare_toy_num_test(tmp_path):
+    root = prepare_toy(tmp_path / "toy", num=24, seed=0, num_test=5)
+    n_test = len((root / "test_en.jsonl").read_text().splitlines())
+    n_train = len((root / "train_zh.jsonl").read_text().splitlines())
+    assert (n_test, n_train) == (5, 19)
+    assert len((root / "zeroshot_scene_test.jsonl").read_text().splitlines()) == 5
+    with pytest.raises(ValueError, match="num_test"):
+        prepare_toy(tmp_path / "bad", num=24, seed=0, num_test=24)
