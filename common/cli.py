@@ -25,6 +25,11 @@ What it adds to :class:`lightning.pytorch.cli.LightningCLI`:
   the git commit, the command line, the seed, the headline metric and its chance level (a LightningModule
   declares them as ``headline_metric`` and ``chance_level`` attributes), the step count and the wall time.
 * The process group is destroyed at teardown, so that gloo DDP runs on CPU exit cleanly.
+
+Note for ``test``/``validate --ckpt_path``: LightningCLI re-applies the hyperparameters saved in the
+checkpoint over the command line, so an evaluation-only switch given as ``--model.<flag>`` is silently
+replaced by its saved value if it went through ``save_hyperparameters``. Keep such switches out of the saved
+hyperparameters.
 """
 
 from __future__ import annotations
