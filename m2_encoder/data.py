@@ -337,6 +337,7 @@ class M2EncoderDataModule(LightningDataModule):
         toy_seed: the toy world's seed.
         toy_vocab_size: SentencePiece vocabulary requested for the toy tokenizer (a soft limit).
         toy_num_test: test images of the toy dataset (None: a fifth of ``toy_num``).
+        toy_full_captions: toy captions state the scene and every object with colour and size.
         seed: seed of the language/batch order.
     """
 
@@ -361,6 +362,7 @@ class M2EncoderDataModule(LightningDataModule):
         toy_seed: int = 0,
         toy_vocab_size: int = 1000,
         toy_num_test: int | None = None,
+        toy_full_captions: bool = False,
         seed: int = 0,
     ) -> None:
         super().__init__()
@@ -392,7 +394,9 @@ class M2EncoderDataModule(LightningDataModule):
         from m2_encoder.toy import prepare_toy
 
         hp = self.hparams
-        prepare_toy(self.root, hp.toy_num, hp.toy_seed, hp.toy_vocab_size, num_test=hp.toy_num_test)
+        prepare_toy(
+            self.root, hp.toy_num, hp.toy_seed, hp.toy_vocab_size, hp.toy_num_test, hp.toy_full_captions
+        )
         sp = self.path(self.hparams.tokenizer_model)
         if not sp.is_file():
             texts = [

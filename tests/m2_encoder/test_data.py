@@ -136,3 +136,20 @@ def test_prepare_toy_num_test(tmp_path):
     assert len((root / "zeroshot_scene_test.jsonl").read_text().splitlines()) == 5
     with pytest.raises(ValueError, match="num_test"):
         prepare_toy(tmp_path / "bad", num=24, seed=0, num_test=24)
+
+
+def test_prepare_toy_full_captions_state_everything(tmp_path):
+    from m2_encoder.scripts.caption_ceiling import fits
+
+    root = prepare_toy(tmp_path / "full", num=12, seed=0, num_test=4, full_captions=True)
+    meta = json.loads((root / "toyworld.json").read_text(encoding="utf-8"))
+    assert [im["split"] for im in meta["images"]].count("test") == 4
+    for im in meta["images"]:
+        objs = im["scene"]["objects"]
+        for cap in im["captions"]:
+            content = cap["content"]
+            assert content["scene"] == im["scene"]["scene"] and len(content["objects"]) == len(objs)
+            assert all(m["colour"] is not None and m["size"] is not None for m in content["objects"])
+            assert fits(content, im["scene"])
+    recs = [json.loads(line) for line in (root / "test_zh.jsonl").read_text(encoding="utf-8").splitlines()]
+    assert len(recs) == 4 and all(len(r["caption"]) == 3 for r in recs)
