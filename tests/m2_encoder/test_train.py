@@ -35,7 +35,8 @@ def _last(metrics: Path, key: str) -> float:
 
 def test_fast_dev_run_fit_logs_headline_metrics(tmp_path: Path) -> None:
     result = _fit(
-        tmp_path, "--trainer.fast_dev_run", "true", "--data.toy_num", "60", "--data.batch_size", "8",
+        tmp_path, "--trainer.fast_dev_run", "true", "--data.toy_num", "60", "--data.toy_num_test", "20",
+        "--data.batch_size", "8",
         "--model.objectives.cmlm_weight", "1.0", "--model.objectives.cmim_weight", "1.0",
     )  # fmt: skip
     assert result.returncode == 0, result.stderr[-3000:]
@@ -48,7 +49,8 @@ def test_ddp_two_gloo_processes_grouped_itc_with_buffer(tmp_path: Path) -> None:
     result = _fit(
         tmp_path, "--trainer.strategy", "ddp_find_unused_parameters_true", "--trainer.devices", "2",
         "--trainer.max_steps", "3", "--trainer.log_every_n_steps", "1",
-        "--trainer.val_check_interval", "3", "--data.toy_num", "80", "--data.batch_size", "8",
+        "--trainer.val_check_interval", "3", "--data.toy_num", "80", "--data.toy_num_test", "20",
+        "--data.batch_size", "8",
         "--model.gba.aggregate_nodes", "1", "--model.gba.ranks_per_node", "1",
         "--model.gba.accumulate_steps", "2",
     )  # fmt: skip
@@ -66,7 +68,7 @@ def test_ddp_two_gloo_processes_grouped_itc_with_buffer(tmp_path: Path) -> None:
 def test_short_toy_run_beats_chance(tmp_path: Path) -> None:
     result = _fit(
         tmp_path, "--trainer.max_steps", "500", "--trainer.val_check_interval", "500",
-        "--data.toy_num", "400",
+        "--data.toy_num", "400", "--data.toy_num_test", "80",
         timeout=600,
     )  # fmt: skip
     assert result.returncode == 0, result.stderr[-3000:]
