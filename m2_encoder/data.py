@@ -50,6 +50,21 @@ MAX_BAD_IMAGE_RETRIES = 10
 # ------------------------------------------------------------------------------------------------ readers
 
 
+def _jsonl_objects(path: str | Path, what: str) -> Iterator[tuple[Path, int, Any, str]]:
+    """Yield ``(path, line number, parsed object, raw line)`` for each non-blank line of a jsonl file."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"{what} not found: {path.resolve()}")
+    with open(path, encoding="utf-8") as f:
+        for n, line in enumerate(f, 1):
+            if not line.strip():
+                continue
+            try:
+                yield path, n, json.loads(line), line
+            except json.JSONDecodeError as e:
+                raise ValueError(f"{path}:{n}: not valid JSON ({e.msg})") from None
+
+
 def read_imagetext_jsonl(path: str | Path) -> list[dict[str, Any]]:
     """Read ``{"image": str, "caption": [str, ...]}`` lines (a bare string caption is accepted).
 
@@ -57,27 +72,17 @@ def read_imagetext_jsonl(path: str | Path) -> list[dict[str, Any]]:
         FileNotFoundError: no such file.
         ValueError: a line that is not JSON or lacks the keys, naming the file and line.
     """
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"image-text jsonl not found: {path.resolve()}")
     records = []
-    with open(path, encoding="utf-8") as f:
-        for n, line in enumerate(f, 1):
-            if not line.strip():
-                continue
-            try:
-                item = json.loads(line)
-            except json.JSONDecodeError as e:
-                raise ValueError(f"{path}:{n}: not valid JSON ({e.msg})") from None
-            if not isinstance(item, dict) or "image" not in item or "caption" not in item:
-                raise ValueError(
-                    f'{path}:{n}: expected {{"image": path, "caption": [str, ...]}}, got {line[:80]!r}'
-                )
-            caps = item["caption"]
-            caps = [caps] if isinstance(caps, str) else caps
-            if not caps or not all(isinstance(c, str) for c in caps):
-                raise ValueError(f"{path}:{n}: 'caption' must be a non-empty list of strings")
-            records.append({"image": str(item["image"]), "caption": list(caps)})
+    for file, n, item, line in _jsonl_objects(path, "image-text jsonl"):
+        if not isinstance(item, dict) or "image" not in item or "caption" not in item:
+            raise ValueError(
+                f'{file}:{n}: expected {{"image": path, "caption": [str, ...]}}, got {line[:80]!r}'
+            )
+        caps = item["caption"]
+        caps = [caps] if isinstance(caps, str) else caps
+        if not caps or not all(isinstance(c, str) for c in caps):
+            raise ValueError(f"{file}:{n}: 'caption' must be a non-empty list of strings")
+        records.append({"image": str(item["image"]), "caption": list(caps)})
     if not records:
         raise ValueError(f"{path}: no records")
     return records
@@ -85,21 +90,14 @@ def read_imagetext_jsonl(path: str | Path) -> list[dict[str, Any]]:
 
 def read_labels_jsonl(path: str | Path) -> list[tuple[str, int]]:
     """Read zero-shot classification lines ``{"image": str, "label": int}``."""
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"zero-shot label file not found: {path.resolve()}")
     out = []
-    with open(path, encoding="utf-8") as f:
-        for n, line in enumerate(f, 1):
-            if not line.strip():
-                continue
-            try:
-                item = json.loads(line)
-                out.append((str(item["image"]), int(item["label"])))
-            except (json.JSONDecodeError, KeyError, TypeError, ValueError):
-                raise ValueError(
-                    f'{path}:{n}: expected {{"image": path, "label": int}}, got {line[:80]!r}'
-                ) from None
+    for file, n, item, line in _jsonl_objects(path, "zero-shot label file"):
+        try:
+            out.append((str(item["image"]), int(item["label"])))
+        except (KeyError, TypeError, ValueError):
+            raise ValueError(
+                f'{file}:{n}: expected {{"image": path, "label": int}}, got {line[:80]!r}'
+            ) from None
     return out
 
 

@@ -33,6 +33,14 @@ def test_reads_the_released_jsonl_format_and_names_bad_lines(tmp_path: Path) -> 
         read_imagetext_jsonl(bad)
     with pytest.raises(FileNotFoundError):
         read_imagetext_jsonl(tmp_path / "missing.jsonl")
+    broken = tmp_path / "broken.jsonl"
+    broken.write_text('{"image": "a.jpg", "caption": ["x"]}\n{not json\n')
+    with pytest.raises(ValueError, match=r"broken.jsonl:2: not valid JSON"):
+        read_imagetext_jsonl(broken)
+    bad_labels = tmp_path / "bad_zs.jsonl"
+    bad_labels.write_text('{"image": "a.jpg", "label": 1}\n\n{"image": "b.jpg"}\n')
+    with pytest.raises(ValueError, match=r"bad_zs.jsonl:3: expected"):
+        read_labels_jsonl(bad_labels)
     labels = tmp_path / "zs.jsonl"
     labels.write_text('{"image": "a.jpg", "label": 3}\n')
     assert read_labels_jsonl(labels) == [("a.jpg", 3)]
