@@ -64,6 +64,9 @@ from common.toyworld.scene import (
 )
 from common.toyworld.writers import WRITERS, WriteContext, generate, register_writer, write_mp4
 
+# Modules whose import registers more writers (one per paper family, kept apart from the shared plumbing).
+from common.toyworld import anet_captions, refcoco, videoqa  # noqa: E402, F401  isort: skip
+
 __all__ = [
     "COLOURS",
     "EVENT_KINDS",
