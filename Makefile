@@ -48,10 +48,13 @@ format: $(STAMP) ## ruff fix and format
 	$(VENV)/bin/ruff check --fix .
 	$(VENV)/bin/ruff format .
 
+# A paper trained in stages (pretrain then fine-tune) chains its fits in <paper>/scripts/toy.py, which takes
+# the same arguments as the single fit.
 toy-%: $(STAMP) ## Toy-world training of a paper on CPU: paper.yaml + tiny.yaml [EXP= ARGS=]
 	@: $(call is_paper,$*)
-	$(PY) -m $*.train fit --config $*/configs/paper.yaml --config $*/configs/tiny.yaml \
-		$(call exp_config,$*) $(ARGS)
+	@if [ -f $*/scripts/toy.py ]; then set -x; $(PY) -m $*.scripts.toy $(call exp_config,$*) $(ARGS); \
+	else set -x; $(PY) -m $*.train fit --config $*/configs/paper.yaml --config $*/configs/tiny.yaml \
+		$(call exp_config,$*) $(ARGS); fi
 
 smoke-%: $(STAMP) ## The toy run with fast_dev_run (one batch of each loop)
 	@: $(call is_paper,$*)
