@@ -1,5 +1,215 @@
-"""Toy-world writers (pink_rc: RefCOCO-format and Pink-instruction-format images with several objects).
+"""Toy-world writers for referential comprehension (Pink, arXiv 2310.00582): RefCOCO and Pink-style sources.
 
 Writers register themselves with :func:`common.toyworld.writers.register_writer` when this module is imported
 (``common/toyworld/__init__.py`` imports it).
+
+* ``refcoco``: the layout of ``lichengunc/refer``: ``images/*.png``, COCO-style ``instances.json``
+  (``bbox`` is ``[x, y, w, h]``) and ``refs(unc).json``, the safe JSON form of the official pickle
+  ``refs(unc).p`` (a list of ``{ref_id, ann_id, image_id, split, sentences: [{sent_id, sent, raw, tokens}],
+  category_id, file_name}``).
+* ``pink_rc``: the region-level sources Pink's RC task sampler reads (Visual Genome style, one image a line):
+  ``{train,val}.jsonl`` lines ``{id, image, width, height, objects: [{id, bbox xyxy, category, name,
+  description}], relations: [{subject, predicate, object}], caption}``, plus LLaVA's caption format for
+  stage 1, ``llava_pretrain.json`` (``[{id, image, conversations: [{from: human|gpt, value}]}]``).
+
+Relations use the predicates ``left of``, ``right of``, ``above``, ``below`` and hold only with a clear gap
+between the two boxes. Both writers save ``toyworld.json`` with each image's scene, boxes and expressions.
 """
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+import numpy as np
+
+from common.toyworld.language import caption, refer
+from common.toyworld.scene import Scene, object_boxes, render_image, sample_scene
+from common.toyworld.writers import META_FILE, WriteContext, register_writer, write_json
+
+PREDICATES = ("left of", "right of", "above", "below")
+SPLITS = ("train", "val", "test")
+
+
+@dataclass
+class RCOptions:
+    """Options of the ``refcoco`` and ``pink_rc`` writers."""
+
+    size: int = field(default=64, metadata={"help": "image side in pixels (even)"})
+    min_objects: int = field(default=2, metadata={"help": "fewest objects per image"})
+    max_objects: int = field(default=4, metadata={"help": "most objects per image"})
+    large_prob: float = field(
+        default=0.8, metadata={"help": "probability that an object is large (resampled scenes favour large)"}
+    )
+    val_fraction: float = field(default=0.1, metadata={"help": "fraction of images in the val split"})
+    test_fraction: float = field(default=0.1, metadata={"help": "fraction of images in the test split"})
+    relation_gap: int = field(default=2, metadata={"help": "pixels between boxes for a relation to hold"})
+
+    def __post_init__(self) -> None:
+        if self.size < 16 or self.size % 2:
+            raise ValueError(f"--size must be an even number >= 16, got {self.size}")
+        if not 1 <= self.min_objects <= self.max_objects:
+            raise ValueError(
+                f"need 1 <= --min-objects <= --max-objects, got {self.min_objects}, {self.max_objects}"
+            )
+        if not 0.0 <= self.large_prob <= 1.0:
+            raise ValueError(f"--large-prob must be in [0, 1], got {self.large_prob}")
+        if not (
+            0 <= self.val_fraction and 0 <= self.test_fraction and self.val_fraction + self.test_fraction < 1
+        ):
+            raise ValueError("--val-fraction and --test-fraction must be >= 0 and sum below 1")
+
+
+def split_of(i: int, num: int, opts: RCOptions) -> str:
+    """``train``, ``val`` or ``test``: the last images go to test, the ones before them to val."""
+    n_test, n_val = round(num * opts.test_fraction), round(num * opts.val_fraction)
+    if i >= num - n_test:
+        return "test"
+    return "val" if i >= num - n_test - n_val else "train"
+
+
+def sample_rc_scene(rng: np.random.Generator, opts: RCOptions, tries: int = 64) -> Scene:
+    """A still scene; drawn again (up to ``tries``) while a small object loses a ``large_prob`` coin toss."""
+    scene = sample_scene(rng, num_objects=(opts.min_objects, opts.max_objects), num_events=0, num_frames=1)
+    for _ in range(tries):
+        if all(o.size == "large" or rng.random() >= opts.large_prob for o in scene.objects):
+            break
+        scene = sample_scene(
+            rng, num_objects=(opts.min_objects, opts.max_objects), num_events=0, num_frames=1
+        )
+    return scene
+
+
+def relation(a: list[int], b: list[int], gap: int = 2) -> str | None:
+    """The predicate that holds for box ``a`` relative to box ``b`` (xyxy pixels), or None.
+
+    Horizontal relations win over vertical ones; a relation needs a gap of at least ``gap`` pixels.
+    """
+    if a[2] + gap <= b[0]:
+        return "left of"
+    if b[2] + gap <= a[0]:
+        return "right of"
+    if a[3] + gap <= b[1]:
+        return "above"
+    if b[3] + gap <= a[1]:
+        return "below"
+    return None
+
+
+def annotate(scene: Scene, rng: np.random.Generator, opts: RCOptions) -> dict[str, Any]:
+    """Boxes, names, referring expressions, relations and a caption of one still scene."""
+    boxes, visible = object_boxes(scene, opts.size)
+    objects = []
+    for k, obj in enumerate(scene.objects):
+        if not visible[k]:
+            continue
+        ref = refer(scene, k, rng, "en")
+        objects.append(
+            {
+                "id": k,
+                "bbox": [int(v) for v in boxes[k]],
+                "category": obj.shape,
+                "name": f"{obj.colour} {obj.shape}",
+                "description": ref.text if ref is not None else None,
+            }
+        )
+    relations = []
+    for a in objects:
+        for b in objects:
+            if a["id"] != b["id"] and (pred := relation(a["bbox"], b["bbox"], opts.relation_gap)):
+                relations.append({"subject": a["id"], "predicate": pred, "object": b["id"]})
+    return {"objects": objects, "relations": relations, "caption": caption(scene, rng, "en", "image").text}
+
+
+def _render(ctx: WriteContext, i: int, opts: RCOptions) -> tuple[str, Scene, dict[str, Any]]:
+    from PIL import Image
+
+    scene = sample_rc_scene(ctx.rng(i), opts)
+    rel = f"images/{i:06d}.png"
+    Image.fromarray(render_image(scene, opts.size)).save(ctx.root / rel, format="PNG")
+    return rel, scene, annotate(scene, ctx.rng(i, 1), opts)
+
+
+@register_writer(
+    "refcoco", RCOptions, help="RefCOCO (lichengunc/refer): instances.json, refs(unc).json, images"
+)
+def write_refcoco(ctx: WriteContext) -> None:
+    """RefCOCO layout with one ref per uniquely described object; splits train/val/test."""
+    o: RCOptions = ctx.options
+    (ctx.root / "images").mkdir()
+    images, annotations, refs, meta = [], [], [], []
+    from common.toyworld.scene import SHAPES
+
+    categories = [{"id": c + 1, "name": s, "supercategory": "shape"} for c, s in enumerate(SHAPES)]
+    for i in ctx.track(range(ctx.num), total=ctx.num):
+        rel, scene, ann = _render(ctx, i, o)
+        split = split_of(i, ctx.num, o)
+        images.append({"id": i, "file_name": rel, "width": o.size, "height": o.size})
+        for obj in ann["objects"]:
+            x0, y0, x1, y1 = obj["bbox"]
+            ann_id = i * 100 + obj["id"]
+            cat = SHAPES.index(obj["category"]) + 1
+            annotations.append(
+                {
+                    "id": ann_id,
+                    "image_id": i,
+                    "category_id": cat,
+                    "bbox": [x0, y0, x1 - x0, y1 - y0],
+                    "area": (x1 - x0) * (y1 - y0),
+                    "iscrowd": 0,
+                }
+            )
+            if obj["description"]:
+                sent = obj["description"]
+                refs.append(
+                    {
+                        "ref_id": len(refs),
+                        "ann_id": ann_id,
+                        "image_id": i,
+                        "split": split,
+                        "category_id": cat,
+                        "file_name": rel,
+                        "sentences": [
+                            {"sent_id": len(refs), "sent": sent, "raw": sent, "tokens": sent.split()}
+                        ],
+                    }
+                )
+        meta.append({"image": rel, "split": split, "scene": scene.to_dict(), **ann})
+    write_json(
+        ctx.root / "instances.json", {"images": images, "annotations": annotations, "categories": categories}
+    )
+    write_json(ctx.root / "refs(unc).json", refs)
+    write_json(ctx.root / META_FILE, {"format": "refcoco", "images": meta})
+
+
+@register_writer(
+    "pink_rc", RCOptions, help="Pink RC sources: VG-style {train,val,test}.jsonl, LLaVA captions"
+)
+def write_pink_rc(ctx: WriteContext) -> None:
+    """Region-level jsonl per split and ``llava_pretrain.json`` captions of the train images."""
+    o: RCOptions = ctx.options
+    (ctx.root / "images").mkdir()
+    lines: dict[str, list[str]] = {s: [] for s in SPLITS}
+    llava, meta = [], []
+    for i in ctx.track(range(ctx.num), total=ctx.num):
+        rel, scene, ann = _render(ctx, i, o)
+        split = split_of(i, ctx.num, o)
+        record = {"id": i, "image": rel, "width": o.size, "height": o.size, **ann}
+        lines[split].append(json.dumps(record))
+        if split == "train":
+            llava.append(
+                {
+                    "id": f"{i:06d}",
+                    "image": rel,
+                    "conversations": [
+                        {"from": "human", "value": "<image>\nDescribe the image briefly."},
+                        {"from": "gpt", "value": ann["caption"]},
+                    ],
+                }
+            )
+        meta.append({"image": rel, "split": split, "scene": asdict(scene)})
+    for split, rows in lines.items():
+        (ctx.root / f"{split}.jsonl").write_text("".join(r + "\n" for r in rows), encoding="utf-8")
+    write_json(ctx.root / "llava_pretrain.json", llava)
+    write_json(ctx.root / META_FILE, {"format": "pink_rc", "images": meta})

@@ -1,0 +1,63 @@
+"""The toy-world RefCOCO and Pink-source writers: formats, boxes consistent with the scene, relations."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from common.toyworld import generate
+from common.toyworld.refcoco import RCOptions, relation
+
+
+def test_relation_needs_a_clear_gap() -> None:
+    assert relation([0, 0, 10, 10], [12, 0, 20, 10]) == "left of"
+    assert relation([12, 0, 20, 10], [0, 0, 10, 10]) == "right of"
+    assert relation([0, 0, 10, 10], [0, 12, 10, 20]) == "above"
+    assert relation([0, 12, 10, 20], [0, 0, 10, 10]) == "below"
+    assert relation([0, 0, 10, 10], [11, 0, 20, 10]) is None  # 1 px gap < 2
+
+
+def test_options_are_validated() -> None:
+    with pytest.raises(ValueError, match="min-objects"):
+        RCOptions(min_objects=3, max_objects=2)
+
+
+def test_refcoco_writer_boxes_match_the_scene(tmp_path: Path) -> None:
+    root = generate("refcoco", tmp_path / "rc", num=20, seed=0)
+    inst = json.loads((root / "instances.json").read_text())
+    refs = json.loads((root / "refs(unc).json").read_text())
+    meta = json.loads((root / "toyworld.json").read_text())["images"]
+    anns = {a["id"]: a for a in inst["annotations"]}
+    assert {r["split"] for r in refs} <= {"train", "val", "test"} and len(refs) > 20
+    for ref in refs:
+        ann = anns[ref["ann_id"]]
+        x, y, w, h = ann["bbox"]
+        obj = next(
+            o for o in meta[ref["image_id"]]["objects"] if ref["ann_id"] == ref["image_id"] * 100 + o["id"]
+        )
+        assert obj["bbox"] == [x, y, x + w, y + h] and ref["sentences"][0]["sent"] == obj["description"]
+        image = np.asarray(Image.open(root / ref["file_name"]))
+        assert image.shape == (64, 64, 3)
+        # the object differs from the background inside its box
+        assert image[y : y + h, x : x + w].std() > 0
+
+
+def test_pink_writer_writes_splits_relations_and_llava_captions(tmp_path: Path) -> None:
+    root = generate("pink_rc", tmp_path / "p", num=30, seed=1)
+    rows = {
+        s: [json.loads(x) for x in (root / f"{s}.jsonl").read_text().splitlines()]
+        for s in ("train", "val", "test")
+    }
+    assert [len(rows[s]) for s in ("train", "val", "test")] == [24, 3, 3]
+    for row in rows["train"]:
+        assert 2 <= len(row["objects"]) <= 4
+        boxes = {o["id"]: o["bbox"] for o in row["objects"]}
+        for rel in row["relations"]:
+            assert relation(boxes[rel["subject"]], boxes[rel["object"]]) == rel["predicate"]
+    llava = json.loads((root / "llava_pretrain.json").read_text())
+    assert len(llava) == 24 and llava[0]["conversations"][1]["from"] == "gpt"
+    assert generate("pink_rc", tmp_path / "p", num=30, seed=1) == root  # cached: same spec kept
