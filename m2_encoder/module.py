@@ -60,13 +60,18 @@ class GBAConfig:
         mode: ``buffer`` (detached features of earlier steps) or ``accumulate`` (GradCache micro-batches).
         aggregate_nodes: nodes per ITC group; -1 = all nodes (conventional global ITC).
         ranks_per_node: ranks of one node; None = the trainer's devices per node.
-        accumulate_steps: K, the group batches each row is contrasted against (1 = no accumulation).
+        accumulate_steps: K, the group batches each row is contrasted against (1 = no accumulation). In
+            ``accumulate`` mode the loader's batch is split into K micro-batches, so give the loader K times
+            the micro-batch (``data.batch_size``) to contrast K group batches per optimizer step.
+        clip_grad_norm: gradient-norm clipping in ``accumulate`` mode, which optimises manually (Lightning
+            rejects ``trainer.gradient_clip_val`` there: set it to null and put the value here).
     """
 
     mode: str = "buffer"
     aggregate_nodes: int = -1
     ranks_per_node: int | None = None
     accumulate_steps: int = 1
+    clip_grad_norm: float | None = None
 
 
 @dataclass
@@ -350,6 +355,8 @@ class M2EncoderLitModule(LightningModule):
         micro = split_batch(tensors, self.gba.accumulate_steps)
         with count_collectives() as counter:
             loss = GradCacheContrastive(loss_fn).step(encode, micro, scales, backward=self.manual_backward)
+        if self.gba.clip_grad_norm is not None:
+            self.clip_gradients(opt, self.gba.clip_grad_norm, gradient_clip_algorithm="norm")
         opt.step()
         if sched is not None:
             sched.step()

@@ -17,10 +17,23 @@ import subprocess
 import sys
 from pathlib import Path
 
+# The overlay's per-rank batch is 8. ``gba_accumulate`` loads 16 per rank and contrasts them as 2
+# micro-batches of 8 (GradCache re-forward, one optimizer step), so each row meets as many negatives as
+# under global ITC (2 ranks x 16 = 4 ranks x 8) while gathering only inside the node. ``gba_buffer``
+# instead keeps the previous step's detached group features as the second group batch (MoCo-style, the
+# spec's default).
 ARMS = {
     "global": ["--model.gba.aggregate_nodes", "-1", "--model.gba.accumulate_steps", "1"],
     "grouped": ["--model.gba.aggregate_nodes", "1", "--model.gba.accumulate_steps", "1"],
-    "gba_k2": ["--model.gba.aggregate_nodes", "1", "--model.gba.accumulate_steps", "2"],
+    "gba_accumulate": [
+        *("--model.gba.aggregate_nodes", "1", "--model.gba.accumulate_steps", "2"),
+        *("--model.gba.mode", "accumulate", "--data.batch_size", "16"),
+        *("--trainer.gradient_clip_val", "null", "--model.gba.clip_grad_norm", "3.0"),
+    ],
+    "gba_buffer": [
+        *("--model.gba.aggregate_nodes", "1", "--model.gba.accumulate_steps", "2"),
+        *("--model.gba.mode", "buffer"),
+    ],
 }
 KEYS = [
     "train/itc_gathered_bytes",
@@ -39,11 +52,13 @@ def last(metrics: Path, key: str) -> float:
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
+    parser.add_argument("--arms", nargs="+", choices=list(ARMS), default=list(ARMS))
     parser.add_argument("--out", default="runs/m2_encoder/gba_itc.md")
     parser.add_argument("--extra", nargs=argparse.REMAINDER, default=[], help="more CLI arguments")
     args = parser.parse_args(argv)
     results: dict[str, list[dict[str, float]]] = {}
-    for arm, arm_args in ARMS.items():
+    for arm in args.arms:
+        arm_args = ARMS[arm]
         for seed in args.seeds:
             exp = f"gba_itc-{arm}"
             cmd = [
