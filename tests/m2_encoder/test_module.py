@@ -172,3 +172,38 @@ def test_stage2_losses_are_finite_and_backpropagate() -> None:
 def test_bad_gba_mode_is_rejected() -> None:
     with pytest.raises(ValueError, match="gba.mode"):
         M2EncoderLitModule(arch=M2EncoderConfig(embed_dim=32, num_heads=4), gba=GBAConfig(mode="magic"))
+
+
+def test_accumulate_mode_gives_the_full_batch_itc_gradient() -> None:
+    # GradCache over K micro-batches must reproduce the exact gradient of ITC on the whole batch.
+    torch.manual_seed(0)
+    module = _module(itc_levels=["vl", "backbone"])
+    module.gba = GBAConfig(mode="accumulate", accumulate_steps=2)
+    batch = {
+        "image": torch.randn(4, 3, 16, 16),
+        "text_ids": torch.randint(4, 40, (4, 6)),
+        "text_masks": torch.ones(4, 6, dtype=torch.long),
+    }
+    params = [p for p in module.parameters() if p.requires_grad]
+    img, txt = (
+        module.model.encode_image(batch["image"]),
+        module.model.encode_text(batch["text_ids"], batch["text_masks"]),
+    )
+    expected = torch.autograd.grad(sum(module._itc(img, txt).values()), params, allow_unused=True)
+
+    opt = torch.optim.SGD(params, lr=0.0)  # step() leaves the weights as they are
+    module.optimizers = lambda: opt
+    module.lr_schedulers = lambda: None
+    module.manual_backward = lambda loss: loss.backward()
+    module._log_comm = lambda *args: None
+    module._loss_feature_bytes = lambda rows: 0
+    module.log = lambda *args, **kwargs: None
+    module._accumulate_step(batch)
+    checked = 0
+    for p, g in zip(params, expected, strict=True):
+        if g is None:
+            assert p.grad is None or not p.grad.any()
+            continue
+        assert torch.allclose(p.grad, g, atol=1e-5, rtol=1e-4)
+        checked += 1
+    assert checked > 10

@@ -45,6 +45,16 @@ def test_fast_dev_run_fit_logs_headline_metrics(tmp_path: Path) -> None:
     assert "Traceback" not in result.stderr
 
 
+def test_accumulate_mode_fit_clips_gradients_manually(tmp_path: Path) -> None:
+    result = _fit(
+        tmp_path, "--trainer.fast_dev_run", "true", "--data.toy_num", "60", "--data.toy_num_test", "20",
+        "--data.batch_size", "8", "--model.gba.mode", "accumulate", "--model.gba.accumulate_steps", "2",
+        "--trainer.gradient_clip_val", "null", "--model.gba.clip_grad_norm", "0.5",
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "Traceback" not in result.stderr
+
+
 def test_ddp_two_gloo_processes_grouped_itc_with_buffer(tmp_path: Path) -> None:
     result = _fit(
         tmp_path, "--trainer.strategy", "ddp_find_unused_parameters_true", "--trainer.devices", "2",
