@@ -1,7 +1,8 @@
 """``make toy-pink_rc``: the toy chain, stage 0 (toy CLIP) -> stage 1 (projector) -> stage 2 (RC tuning).
 
 ``python -m pink_rc.scripts.toy [--config pink_rc/configs/exp/<x>.yaml] [CLI args]``: extra ``--config`` files
-and arguments go to every stage (after the stage overlay); each stage starts from the previous checkpoint.
+and arguments go to every stage; the stage-0/1 overlays (``configs/exp/toy_stage{0,1}.yaml``) come after them,
+so their epochs and learning rates hold. Each stage starts from the previous stage's checkpoint.
 Prints the stage-2 run folder at the end.
 """
 
@@ -18,10 +19,10 @@ CONFIGS = Path(__file__).resolve().parents[1] / "configs"
 
 
 def run_stage(stage: int, extra: list[str], init_from: str | None, exp: str) -> str:
-    base = ["fit", "--config", str(CONFIGS / "paper.yaml"), "--config", str(CONFIGS / "tiny.yaml")]
-    if stage < 2:
-        base += ["--config", str(CONFIGS / "exp" / f"toy_stage{stage}.yaml")]
-    args = base + extra + ["--exp", f"{exp}-stage{stage}" if stage < 2 else exp]
+    args = ["fit", "--config", str(CONFIGS / "paper.yaml"), "--config", str(CONFIGS / "tiny.yaml"), *extra]
+    if stage < 2:  # the stage-0/1 recipe comes last: extra overlays shape stage 2 and the shared sizes
+        args += ["--config", str(CONFIGS / "exp" / f"toy_stage{stage}.yaml")]
+    args += ["--exp", f"{exp}-stage{stage}" if stage < 2 else exp]
     if init_from:
         args += ["--model.init_from", init_from]
     t0 = time.time()

@@ -1,0 +1,101 @@
+"""pink_rc scripts: self-consistent bootstrapping (filter, resume, summary), the RefCOCO pickle conversion."""
+
+from __future__ import annotations
+
+import json
+import pickle
+import re
+from pathlib import Path
+
+from pink_rc.metrics import format_box
+from pink_rc.scripts.bootstrap import qualifying, run
+from pink_rc.scripts.prepare_data import convert_refs
+
+IMAGES = [
+    {"id": 1, "file_name": "a.jpg", "width": 200, "height": 100},
+    {"id": 2, "file_name": "b.jpg", "width": 200, "height": 100},
+    {"id": 3, "file_name": "c.jpg", "width": 200, "height": 100},
+]
+ANNS = [
+    {
+        "id": 10,
+        "image_id": 1,
+        "bbox": [0, 0, 100, 50],
+        "area": 5000,
+        "category_id": 1,
+    },  # grounded back exactly
+    {
+        "id": 11,
+        "image_id": 1,
+        "bbox": [100, 50, 100, 50],
+        "area": 5000,
+        "category_id": 1,
+    },  # grounded elsewhere
+    {"id": 12, "image_id": 1, "bbox": [0, 0, 10, 10], "area": 100, "category_id": 1},  # too small
+    {"id": 20, "image_id": 2, "bbox": [0, 0, 100, 50], "area": 5000, "category_id": 1, "ignore": 1},
+    {"id": 30, "image_id": 3, "bbox": [50, 25, 100, 50], "area": 5000, "category_id": 1},  # format error
+]
+
+
+def _fake_model(calls: list[str]):
+    """Describes a box by its coordinates; grounds 'obj x0' back to the first box, 'garbage' to nothing."""
+
+    def ask(image: str, question: str) -> str:
+        calls.append(question)
+        if "<loc>" in question:
+            return "garbage" if image == "c.jpg" else "object here"
+        return format_box([0, 0, 100, 50], 200, 100) if image == "a.jpg" else "no box"
+
+    return ask
+
+
+def test_qualifying_objects_follow_the_skip_rules() -> None:
+    assert [a["id"] for a in qualifying(ANNS[:3])] == [10, 11]
+    assert qualifying(ANNS[3:4]) == []
+    assert qualifying([ANNS[0]] * 16) == []  # more than 15 annotations
+
+
+def test_bootstrap_keeps_only_self_consistent_pairs_with_the_gt_box(tmp_path: Path) -> None:
+    ann = tmp_path / "o365.json"
+    ann.write_text(
+        json.dumps({"images": IMAGES, "annotations": ANNS, "categories": [{"id": 1, "name": "cup"}]})
+    )
+    calls: list[str] = []
+    summary = run(_fake_model(calls), ann, tmp_path / "out.jsonl", progress=False)
+    assert summary == {"images": 3, "images_kept": 1, "descriptions": 3, "descriptions_kept": 1}
+    (rec,) = [json.loads(x) for x in (tmp_path / "out.jsonl").read_text().splitlines()]
+    assert rec["image_id"] == 1 and [p["object_id"] for p in rec["pred"]] == [10]
+    assert rec["pred"][0]["bbox"] == [0, 0, 100, 50] and rec["pred"][0]["format_error"] == 0
+    assert {a["category_name"] for a in rec["anno"]} == {"cup"}
+    # resumable: a second run finds nothing left to do and asks nothing
+    calls.clear()
+    again = run(_fake_model(calls), ann, tmp_path / "out.jsonl", progress=False)
+    assert again["images"] == 0 and calls == []
+
+
+def test_bootstrap_threshold_uses_inclusive_iou_by_default(tmp_path: Path) -> None:
+    # [0,0,100,50] vs GT [0,0,100,100]: plain IoU 0.5; inclusive (101 * 51) / (10000 + 5000 - 5151) = 0.523
+    images = [{"id": 1, "file_name": "a.jpg", "width": 200, "height": 100}]
+    anns = [{"id": 1, "image_id": 1, "bbox": [0, 0, 100, 100], "area": 10000, "category_id": 1}]
+    ann = tmp_path / "o.json"
+    ann.write_text(json.dumps({"images": images, "annotations": anns}))
+    ask = lambda img, q: "d" if "<loc>" in q else format_box([0, 0, 100, 50], 200, 100)  # noqa: E731
+
+    def kept(name: str, **kw: object) -> int:
+        return run(ask, ann, tmp_path / name, progress=False, **kw)["descriptions_kept"]
+
+    assert kept("a.jsonl") == 1 and kept("b.jsonl", iou_mode="plain") == 1  # >= 0.5 keeps
+    assert kept("c.jsonl", iou_threshold=0.515) == 1  # inclusive 0.523
+    assert kept("d.jsonl", iou_threshold=0.515, iou_mode="plain") == 0
+    assert kept("e.jsonl", iou_threshold=0.53) == 0
+
+
+def test_refs_pickle_is_converted_once_to_json(tmp_path: Path) -> None:
+    refs = [
+        {"ref_id": 0, "ann_id": 1, "image_id": 2, "split": "val", "sentences": [{"sent_id": 0, "sent": "x"}]}
+    ]
+    (tmp_path / "refs(unc).p").write_bytes(pickle.dumps(refs))
+    assert [p.name for p in convert_refs(tmp_path)] == ["refs(unc).json"]
+    assert json.loads((tmp_path / "refs(unc).json").read_text()) == refs
+    assert convert_refs(tmp_path) == []
+    assert re.search("refs", (tmp_path / "refs(unc).json").name)
