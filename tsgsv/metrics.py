@@ -51,7 +51,7 @@ def mcap(relevance: Sequence[np.ndarray], moments: Sequence[tuple[float, float]]
 
 
 def sparse_proposal_mask(n: int, groups: int = 4) -> np.ndarray:
-    """2D-TAN sparse proposal map ``(n, n)``: ``[i, j]`` kept for start ``i`` <= end ``j``.
+    """2D-TAN sparse proposal map ``(n, n)``: ``[i, j]`` kept for start ``i <= j`` (diagonal included).
 
     ``groups`` pooling groups of counts ``[n/groups - 1, n/(2 groups), ...]`` (``[15, 8, 8, 8]``
     for ``n = 64``, 2D-TAN's ActivityNet setting): dense spans up to
@@ -104,7 +104,9 @@ def median_filter3(x: np.ndarray) -> np.ndarray:
 
 def proposals(num_steps: int, duration: float, groups: int = 4) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Sparse proposals ``(P, 2)`` in seconds, their start and end steps (step t at ``t / (T-1) * dur``)."""
-    i, j = np.nonzero(sparse_proposal_mask(num_steps, groups))
+    # A proposal joins two step instants, so it needs i < j to have a length (2D-TAN's one-clip diagonal
+    # proposals have a length because its clips are bins; here they would be empty).
+    i, j = np.nonzero(np.triu(sparse_proposal_mask(num_steps, groups), 1))
     scale = duration / max(num_steps - 1, 1)
     return np.stack([i * scale, j * scale], axis=1), i, j
 

@@ -72,13 +72,11 @@ def test_moments_from_peaked_scores() -> None:
 
 
 def test_random_proposal_recall_counts_proposals() -> None:
-    # 4 steps over 3 s, proposals (i<=j) with mask for n=4, groups 4 -> counts [0,1,1,1]: offsets 1, 3
-    got = random_proposal_recall([4], [3.0], [(0.0, 3.0)], 0.5)
-    m = sparse_proposal_mask(4, 4)
-    i, j = np.nonzero(m)
-    props = np.stack([i, j], 1).astype(float)
-    want = (temporal_iou(props, np.array([[0.0, 3.0]]))[:, 0] > 0.5).mean()
-    assert math.isclose(got, want) and 0 < got < 1
+    # 8 steps over 7 s (step k at k s); groups 4 -> counts [1, 1, 1, 1]: offsets 1 (7 starts),
+    # 3 (starts 0, 2, 4), 7 (start 0): 11 positive-length proposals; only [0, 3] has IoU > 0.5 with [0, 3].
+    assert math.isclose(random_proposal_recall([8], [7.0], [(0.0, 3.0)], 0.5), 1 / 11)
+    m = np.triu(sparse_proposal_mask(8, 4), 1)
+    assert m.sum() == 11
 
 
 def test_evaluate_perfect_scores() -> None:

@@ -218,7 +218,7 @@ def test_streaming_equals_offline_and_ignores_future(future_usage: str) -> None:
     torch.manual_seed(0)
     cfg = tiny_config(future_usage=future_usage)
     model = TSGSVModel(cfg).eval()
-    t = 30
+    t = 20
     video = torch.randn(t, cfg.video_dim)
     sent, sent_len = torch.randn(7, cfg.sent_dim), 5
     offline = offline_scores(
@@ -230,7 +230,7 @@ def test_streaming_equals_offline_and_ignores_future(future_usage: str) -> None:
     assert stream.state_numel == numel == (cfg.long_mem + cfg.short_mem) * cfg.video_dim + cfg.hidden
     assert torch.allclose(online, offline, atol=1e-5)
     # Changing the future never changes the past.
-    cut = 17
+    cut = 13
     changed = video.clone()
     changed[cut:] = torch.randn(t - cut, cfg.video_dim) * 3
     online2 = StreamingGrounder(model, sent, sent_len).run(changed)
