@@ -82,6 +82,8 @@ class PinkLitModule(LightningModule):
         if self.model is not None:
             return
         tok = self.tokenizer
+        if tok is None and self._trainer is None:
+            return  # load_from_checkpoint: built in on_load_checkpoint from the saved tokenizer
         if tok is None:
             raise RuntimeError("PinkLitModule needs the DataModule's tokenizer (set in DataModule.setup)")
         cfg = self.config

@@ -14,9 +14,17 @@ import pytest
 REPO = Path(__file__).resolve().parents[2]
 CONFIGS = REPO / "pink_rc" / "configs"
 SMALL = [
-    "--data.toy_num", "20", "--data.val_per_task", "8", "--data.eval_batch_size", "8",
-    "--data.batch_size", "4", "--model.max_new_tokens", "6",
-]  # fmt: skip
+    "--data.toy_num",
+    "20",
+    "--data.val_per_task",
+    "8",
+    "--data.eval_batch_size",
+    "8",
+    "--data.batch_size",
+    "4",
+    "--model.max_new_tokens",
+    "6",
+]
 
 
 def _env() -> dict[str, str]:
@@ -46,9 +54,18 @@ def _run_dir(tmp_path: Path, exp: str = "tiny") -> Path:
 
 
 def test_one_step_fit_writes_run_record_with_headline_and_chance(tmp_path: Path) -> None:
-    result = _fit(tmp_path, *SMALL, "--trainer.max_epochs", "1", "--trainer.limit_train_batches", "1",
-                  "--trainer.limit_val_batches", "1",
-                  "--trainer.check_val_every_n_epoch", "1")  # fmt: skip
+    result = _fit(
+        tmp_path,
+        *SMALL,
+        "--trainer.max_epochs",
+        "1",
+        "--trainer.limit_train_batches",
+        "1",
+        "--trainer.limit_val_batches",
+        "1",
+        "--trainer.check_val_every_n_epoch",
+        "1",
+    )
     assert result.returncode == 0, result.stderr[-3000:]
     info = json.loads((_run_dir(tmp_path) / "run_info.json").read_text())
     assert info["headline_metric"] == "val/rec_acc@0.5" and 0.2 < info["chance_level"] < 0.6
@@ -59,9 +76,19 @@ def test_one_step_fit_writes_run_record_with_headline_and_chance(tmp_path: Path)
 @pytest.mark.slow  # two spawned ranks on the shared 2-core CPU
 def test_two_process_gloo_ddp_fit(tmp_path: Path) -> None:
     result = _fit(
-        tmp_path, *SMALL, "--trainer.strategy", "ddp", "--trainer.devices", "2", "--trainer.max_steps", "2",
-        "--trainer.limit_val_batches", "1", "--trainer.check_val_every_n_epoch", "1",
-    )  # fmt: skip
+        tmp_path,
+        *SMALL,
+        "--trainer.strategy",
+        "ddp",
+        "--trainer.devices",
+        "2",
+        "--trainer.max_steps",
+        "2",
+        "--trainer.limit_val_batches",
+        "1",
+        "--trainer.check_val_every_n_epoch",
+        "1",
+    )
     assert result.returncode == 0, result.stderr[-3000:]
     assert "terminate called" not in result.stderr
     info = json.loads((_run_dir(tmp_path) / "run_info.json").read_text())
@@ -82,3 +109,28 @@ def test_short_toy_chain_beats_the_baselines(tmp_path: Path) -> None:
     last = rows[-1]
     assert float(last["val/rec_acc@0.5"]) > float(last["val/rec_random_box_acc"])
     assert float(last["val/format_error_rate"]) < 0.05
+    # the trained chain answers a grounding question on a new image and draws its box
+    ckpt = next((_run_dir(tmp_path, "tiny+short") / "checkpoints").glob("stage2.ckpt"))
+    image = next((REPO / "data" / "toy" / "pink_rc_refcoco" / "images").glob("*.png"))
+    out = tmp_path / "pred.png"
+    pred = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "pink_rc.predict",
+            "--ckpt",
+            str(ckpt),
+            "--image",
+            str(image),
+            "--refer",
+            "the red star",
+            "--out",
+            str(out),
+        ],
+        env=_env(),
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert pred.returncode == 0, pred.stderr[-2000:]
+    assert "answer:" in pred.stdout and out.is_file()
