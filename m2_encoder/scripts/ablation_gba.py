@@ -54,6 +54,9 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     parser.add_argument("--arms", nargs="+", choices=list(ARMS), default=list(ARMS))
     parser.add_argument("--out", default="runs/m2_encoder/gba_itc.md")
+    parser.add_argument(
+        "--summarize", action="store_true", help="only tabulate the newest existing run of each arm and seed"
+    )
     parser.add_argument("--extra", nargs=argparse.REMAINDER, default=[], help="more CLI arguments")
     args = parser.parse_args(argv)
     results: dict[str, list[dict[str, float]]] = {}
@@ -77,7 +80,8 @@ def main(argv: list[str] | None = None) -> None:
             ]
             cmd += [*arm_args, "--seed_everything", str(seed), "--data.seed", str(seed), "--exp", exp]
             cmd += ["--trainer.enable_progress_bar", "false", *args.extra]
-            subprocess.run(cmd, check=True)
+            if not args.summarize:
+                subprocess.run(cmd, check=True)
             run = max(Path("runs/m2_encoder", exp).glob(f"s{seed}-*"), key=lambda p: p.stat().st_mtime)
             results.setdefault(arm, []).append({k: last(run / "metrics.csv", k) for k in KEYS})
     lines = ["| arm | " + " | ".join(KEYS) + " |", "|---" * (len(KEYS) + 1) + "|"]
