@@ -46,6 +46,7 @@ class SNPS3Config:
     max_position: int = 512
     type_vocab_size: int = 2
     dropout: float = 0.1
+    init_std: float = 0.02
     layer_norm_eps: float = 1e-12
     sep_id: int = 102
     backbone: str = "pvt_v2"
@@ -357,17 +358,18 @@ class SNPS3Model(nn.Module):
         self.text_mlm = BertOnlyMLMHead(c, self.bert.embeddings.word_embeddings)
         self.itm_head = nn.Linear(c.hidden_size, 2)
         self.qa_head = nn.Linear(c.hidden_size, c.num_answers) if c.num_answers > 0 else None
-        self.apply(self._init_weights)
+        self.apply(lambda mod: self._init_weights(mod, c.init_std))
         self.cross_pooler.load_state_dict(self.bert.pooler.state_dict())
 
     @staticmethod
-    def _init_weights(m: nn.Module) -> None:
+    def _init_weights(m: nn.Module, std: float) -> None:
+        # BERT's initializer_range (0.02) by default.
         if isinstance(m, nn.Linear):
-            nn.init.normal_(m.weight, std=0.02)
+            nn.init.normal_(m.weight, std=std)
             if m.bias is not None:
                 nn.init.zeros_(m.bias)
         elif isinstance(m, nn.Embedding):
-            nn.init.normal_(m.weight, std=0.02)
+            nn.init.normal_(m.weight, std=std)
         elif isinstance(m, nn.LayerNorm):
             nn.init.ones_(m.weight)
             nn.init.zeros_(m.bias)
@@ -462,6 +464,8 @@ def bert_key_map(state: dict[str, Tensor]) -> dict[str, Tensor]:
 def read_state_dict(path: str | Path) -> dict[str, Tensor]:
     """A checkpoint file (safetensors, or a tensor-only torch file loaded with ``weights_only=True``)."""
     path = Path(path)
+    if not path.exists() and len(path.parts) <= 2 and not str(path).startswith((".", "/")):
+        path = _from_hub(str(path))
     if path.is_dir():
         for name in ("model.safetensors", "pytorch_model.bin"):
             if (path / name).is_file():
@@ -478,6 +482,19 @@ def read_state_dict(path: str | Path) -> dict[str, Tensor]:
         return load_file(str(path))
     state = torch.load(path, map_location="cpu", weights_only=True)
     return state.get("state_dict", state) if isinstance(state, dict) else state
+
+
+def _from_hub(repo_id: str) -> Path:
+    """A hub id (``bert-base-uncased``, ``timm/pvt_v2_b2.in1k``) from the local Hugging Face cache or hub."""
+    try:
+        from huggingface_hub import snapshot_download
+
+        return Path(snapshot_download(repo_id, allow_patterns=["*.safetensors", "*.bin", "*.json", "*.txt"]))
+    except Exception as exc:  # offline and not cached, or no such repo
+        raise FileNotFoundError(
+            f"pretrained weights not found: {repo_id!r} is not a local path and could not be fetched from"
+            f" the Hugging Face hub or its cache ({type(exc).__name__}); download it or set the path to null"
+        ) from exc
 
 
 def load_bert_weights(model: SNPS3Model, path: str | Path) -> list[str]:
