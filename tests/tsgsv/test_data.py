@@ -165,8 +165,9 @@ def test_tiny_cnn_motion_features_are_causal_frame_differences() -> None:
     frames = torch.randn(5, 3, 16, 16)
     frames[2] = frames[1]
     full = enc(frames)
-    assert full.shape == (5, 8) and torch.allclose(full[0, 4:], torch.zeros(4))
+    assert full.shape == (5, 8) and torch.allclose(full[0], torch.zeros(8))  # nothing changed yet
     assert torch.allclose(full[2, 4:], torch.zeros(4), atol=1e-6)  # no change from frame 1 to 2
+    assert torch.allclose(full[2, :4], full[1, :4], atol=1e-6)  # same change since frame 0
     enc.reset()
     split = torch.cat([enc(frames[:3]), enc(frames[3:])])  # state carried across calls
     assert torch.allclose(split, full, atol=1e-6)

@@ -106,3 +106,20 @@ def test_eval_path_collects_per_query_scores_and_metrics() -> None:
     m = module.compute_metrics(items)
     assert 0 <= m["R@1_IoU0.5"] <= 1 and 0 < m["R@1_IoU0.5_random"] < 1
     assert np.isfinite(m["mcAP"]) and m["mcAP"] == m["mcAP_ext"]
+
+
+def test_ablation_summary_reads_final_validation_rows(tmp_path: Path) -> None:
+    import json
+
+    from tsgsv.scripts.summarise_ablation import summarise
+
+    for seed, r1 in ((0, 0.2), (1, 0.4)):
+        run = tmp_path / "armA" / f"s{seed}-20260101-000000"
+        run.mkdir(parents=True)
+        (run / "run_info.json").write_text(json.dumps({"status": "finished"}))
+        cols = ["epoch"] + [f"val/{m}" for m in ("R@1_IoU0.5", "R@1_IoU0.7", "mcAP", "mcAP_strict", "end_err",
+                                                  "R@1_IoU0.5_random")]  # fmt: skip
+        rows = [",".join(cols), "0," + ",".join(["0.0"] * 6), "1," + ",".join([str(r1)] + ["0.1"] * 5)]
+        (run / "metrics.csv").write_text("\n".join(rows) + "\n")
+    table = summarise(tmp_path, ("armA",))
+    assert "| armA | 0,1 | 0.300 ± 0.141 |" in table

@@ -66,3 +66,17 @@ def test_two_process_gloo_ddp_fit(tmp_path: Path) -> None:
     assert "terminate called" not in result.stderr
     info = json.loads((_run_dir(tmp_path) / "run_info.json").read_text())
     assert (info["world_size"], info["status"], info["global_step"]) == (2, "finished", 2)
+
+
+@pytest.mark.slow  # ~1-2 min on the shared 2-core CPU: data chain + 1 epoch on 160 toy videos
+def test_short_toy_run_beats_twice_the_random_proposal_baseline(tmp_path: Path) -> None:
+    result = _fit(
+        tmp_path, "--data.toy_num", "160", "--trainer.max_epochs", "1", "--model.lr", "3e-3",
+        "--model.warmup_epochs", "0", "--trainer.num_sanity_val_steps", "0",
+        timeout=600,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr[-3000:]
+    rows = [r for r in csv.DictReader(open(_run_dir(tmp_path) / "metrics.csv")) if r.get("val/R@1_IoU0.5")]
+    r1, rand = float(rows[-1]["val/R@1_IoU0.5"]), float(rows[-1]["val/R@1_IoU0.5_random"])
+    assert 0 < rand < 0.2
+    assert r1 >= 2 * rand, (r1, rand)

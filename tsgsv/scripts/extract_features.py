@@ -42,13 +42,14 @@ from common.video import VideoReader, preprocess_clip
 class TinyCNN(nn.Module):
     """A seeded random CNN: 2 strided convs and raw colours pooled to a 4x4 grid, a fixed projection.
 
-    With ``motion`` (the default) a step's feature is ``[a_t, motion_gain * (a_t - a_{t-1})]`` for the
-    appearance ``a`` (``dim / 2`` wide): like C3D's clip features it carries motion, here from the current and
-    the previous frame only, so it stays causal. The difference is taken along the frames of one call, so
-    :func:`extract_video_features` passes a whole video (or keeps the previous frame across calls).
+    With ``motion`` (the default) a step's feature is ``gain * [a_t - a_0, a_t - a_{t-1}]`` for the appearance
+    ``a`` (``dim / 2`` wide): what has changed since the first frame and since the previous frame. Like C3D's
+    clip features it carries motion, here from past frames only, so it stays causal; the gain brings the
+    within-video variation (a small object in a static scene moves ~3% of the appearance) to unit scale. The
+    differences run along the frames of one call and carry over to the next call until :meth:`reset`.
     """
 
-    def __init__(self, dim: int = 64, seed: int = 0, motion: bool = True, motion_gain: float = 4.0) -> None:
+    def __init__(self, dim: int = 64, seed: int = 0, motion: bool = True, motion_gain: float = 20.0) -> None:
         super().__init__()
         if motion and dim % 2:
             raise ValueError(f"--video-dim must be even with motion features, got {dim}")
@@ -61,10 +62,11 @@ class TinyCNN(nn.Module):
         self.requires_grad_(False).eval()
         self.motion, self.motion_gain = motion, motion_gain
         self._prev: torch.Tensor | None = None
+        self._first: torch.Tensor | None = None
 
     def reset(self) -> None:
-        """Forget the previous frame (call at the start of each video)."""
-        self._prev = None
+        """Forget the first and previous frames (call at the start of each video)."""
+        self._prev = self._first = None
 
     @torch.no_grad()
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -75,9 +77,11 @@ class TinyCNN(nn.Module):
         a = self.proj(torch.cat([nn.functional.adaptive_avg_pool2d(x, 4).flatten(1), colour], 1))
         if not self.motion:
             return a
+        if self._first is None:
+            self._first = a[:1]
         prev = torch.cat([a[:1] if self._prev is None else self._prev, a[:-1]])
         self._prev = a[-1:]
-        return torch.cat([a, self.motion_gain * (a - prev)], 1)
+        return self.motion_gain * torch.cat([a - self._first, a - prev], 1)
 
 
 def clip_visual(arch: str, pretrained: str | None, device: str) -> tuple[Callable, int]:
