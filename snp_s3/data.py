@@ -645,13 +645,15 @@ class SNPS3DataModule(LightningDataModule):
             return
         from common.toyworld import generate
 
-        root = Path(hp.toy_root)
         video = {k: v for k, v in self.toy_options.items() if k in ("num_frames", "size", "fps")}
-        wv = generate("webvid", out=root / "webvid", num=self.toy_num["webvid"], seed=1, **video)
-        ms = generate("msrvtt", out=root / "msrvtt", num=self.toy_num["msrvtt"], seed=0, **self.toy_options)
-        mc = generate("msrvtt_mc", out=root / "mc", num=self.toy_num["mc"], seed=2, **video)
-        qa = generate("msrvtt_qa", out=root / "qa", num=self.toy_num["qa"], seed=3, top_k=100, **video)
-        tok = root / "tokenizer.json"
+        # Each toy dataset is written where the config reads it (the ablation's family split has its own).
+        n = self.toy_num
+        wv = generate("webvid", out=Path(hp.pretrain_file).parent, num=n["webvid"], seed=1, **video)
+        ms = generate("msrvtt", out=hp.retrieval_root, num=self.toy_num["msrvtt"], seed=0, **self.toy_options)
+        mc_root = Path(hp.mc_file).parent if hp.mc_file else Path(hp.toy_root) / "mc"
+        mc = generate("msrvtt_mc", out=mc_root, num=self.toy_num["mc"], seed=2, **video)
+        qa = generate("msrvtt_qa", out=hp.qa_root, num=self.toy_num["qa"], seed=3, top_k=100, **video)
+        tok = Path(hp.tokenizer)
         if not tok.is_file():
             texts = [r["caption"] for r in _read_jsonl(wv / "train.jsonl", ("caption",))]
             texts += [s["caption"] for s in _read_json(ms / "MSRVTT_data.json")["sentences"]]

@@ -119,6 +119,11 @@ class SNPS3LitModule(LightningModule):
             self.register_buffer("queue_v", F.normalize(torch.randn(k, d), dim=1), persistent=True)
             self.register_buffer("ptr_t", torch.zeros((), dtype=torch.long), persistent=True)
             self.register_buffer("ptr_v", torch.zeros((), dtype=torch.long), persistent=True)
+        # Lightning calls configure_model after setup: weights are loaded here, once the key encoders exist.
+        fitting = self._trainer is not None and self.trainer.state.fn == "fit"
+        if fitting and not getattr(self, "_loaded", False):
+            self._load_weights()
+            self._loaded = True
 
     def setup(self, stage: str) -> None:
         if self.hparams.cpu_threads:
@@ -138,8 +143,6 @@ class SNPS3LitModule(LightningModule):
                 self.chance_level = 100.0 / max(dm.num_answers, 1)
             else:
                 self.chance_level = 100.0 / max(len(dm.test_clips), 1)
-        if stage == "fit":
-            self._load_weights()
 
     def _load_weights(self) -> None:
         hp = self.hparams

@@ -65,7 +65,7 @@ def test_toy_script_chains_the_three_stages(tmp_path: Path) -> None:
     r = _run(tmp_path, "snp_s3.scripts.toy", [*_small(tmp_path), "--trainer.max_steps", "1",
              "--trainer.val_check_interval", "1"])  # fmt: skip
     assert r.returncode == 0, r.stderr[-3000:]
-    runs = {p.parent.name for p in (tmp_path / "runs" / "snp_s3").glob("*/*/run_info.json")}
+    runs = {p.parents[1].name for p in (tmp_path / "runs" / "snp_s3").glob("*/*/run_info.json")}
     assert runs == {"tiny-pretrain", "tiny-retrieval", "tiny-qa"}
     (qa,) = (tmp_path / "runs" / "snp_s3" / "tiny-qa").glob("*/run_info.json")
     assert json.loads(qa.read_text())["headline_metric"] == "val/qa_acc"
