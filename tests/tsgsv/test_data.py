@@ -171,3 +171,20 @@ def test_tiny_cnn_motion_features_are_causal_frame_differences() -> None:
     enc.reset()
     split = torch.cat([enc(frames[:3]), enc(frames[3:])])  # state carried across calls
     assert torch.allclose(split, full, atol=1e-6)
+
+
+def test_extraction_skips_undecodable_video_and_resumes(tmp_path: Path) -> None:
+    from common.toyworld import generate
+    from tsgsv.scripts.extract_features import TinyCNN, extract_video_features
+
+    raw = generate("anet_captions", tmp_path / "raw", num=2, seed=0, num_frames=8, size=16)
+    videos = {p.stem: p for p in sorted((raw / "videos").glob("*.mp4"))}
+    (tmp_path / "bad.mp4").write_bytes(b"not a video")
+    videos["bad"] = tmp_path / "bad.mp4"
+    out = tmp_path / "v.hdf5"
+    assert extract_video_features(videos, out, TinyCNN(8), size=16, progress=False) == 2
+    with h5py.File(out) as h5:
+        assert sorted(h5) == ["v_toy000000", "v_toy000001"] and h5["v_toy000000"].shape == (8, 8)
+    assert (
+        extract_video_features(videos, out, TinyCNN(8), size=16, progress=False) == 0
+    )  # resumed: nothing new

@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import logging
 import re
 import zlib
 from collections.abc import Callable, Sequence
@@ -36,7 +37,9 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
-from common.video import VideoReader, preprocess_clip
+from common.video import VideoDecodeError, VideoReader, preprocess_clip
+
+log = logging.getLogger(__name__)
 
 
 class TinyCNN(nn.Module):
@@ -116,26 +119,39 @@ def extract_video_features(
 ) -> int:
     """Write ``(T, D)`` features per video into ``out`` (HDF5); returns how many videos were written now."""
     out.parent.mkdir(parents=True, exist_ok=True)
-    written = 0
+    written, failed = 0, []
     with h5py.File(out, "a") as h5:
         todo = [k for k in sorted(videos) if k not in h5]
         for name in tqdm(todo, desc=f"video features -> {out.name}", disable=not progress):
             if hasattr(encode, "reset"):
                 encode.reset()
-            with VideoReader(videos[name]) as reader:
-                n = reader.num_frames
-                if step_fps:
-                    step = max(1, round(n / reader.duration / step_fps)) if reader.duration > 0 else 1
-                    idx = list(range(0, n, step))
-                else:
-                    idx = list(range(n))
-                feats = []
-                for j in range(0, len(idx), batch):
-                    clip = reader.get_frames(idx[j : j + batch]).to(device)
-                    x = preprocess_clip(clip, size=size, crop_size=size) if size else preprocess_clip(clip)
-                    feats.append(encode(x).float().cpu())
+            try:
+                with VideoReader(videos[name]) as reader:
+                    n = reader.num_frames
+                    if step_fps:
+                        step = max(1, round(n / reader.duration / step_fps)) if reader.duration > 0 else 1
+                        idx = list(range(0, n, step))
+                    else:
+                        idx = list(range(n))
+                    feats = []
+                    for j in range(0, len(idx), batch):
+                        clip = reader.get_frames(idx[j : j + batch]).to(device)
+                        x = (
+                            preprocess_clip(clip, size=size, crop_size=size)
+                            if size
+                            else preprocess_clip(clip)
+                        )
+                        feats.append(encode(x).float().cpu())
+            except (
+                VideoDecodeError
+            ) as e:  # logged, counted and skipped: the readers drop videos without features
+                log.warning("skipping undecodable video %s: %s", videos[name], e)
+                failed.append(name)
+                continue
             h5.create_dataset(name, data=torch.cat(feats).numpy().astype(np.float32))
             written += 1
+    if failed:
+        log.warning("%d undecodable videos skipped: %s", len(failed), ", ".join(failed[:20]))
     return written
 
 
