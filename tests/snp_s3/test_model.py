@@ -285,3 +285,29 @@ def test_missing_or_mismatched_weights_are_clear_errors(tmp_path) -> None:
     )
     with pytest.raises(ValueError, match="word_embeddings"):
         load_bert_weights(tiny_model(), tmp_path / "w.safetensors")
+
+
+def test_timm_pvt_layout_checkpoint_loads_into_the_backbone(tmp_path) -> None:
+    from safetensors.torch import save_file
+    from timm.models.pvt_v2 import PyramidVisionTransformerV2
+
+    from snp_s3.model import load_visual_weights
+
+    small = dict(
+        pvt_depths=[1, 1], pvt_dims=[8, 16], pvt_heads=[1, 2], pvt_sr_ratios=[2, 1], pvt_mlp_ratios=[2.0, 2.0]
+    )
+    ref = PyramidVisionTransformerV2(
+        num_classes=10,
+        depths=(1, 1),
+        embed_dims=(8, 16),
+        num_heads=(1, 2),
+        sr_ratios=(2, 1),
+        mlp_ratios=(2.0, 2.0),
+    )  # timm's released layout, classifier included
+    save_file({k: v.contiguous() for k, v in ref.state_dict().items()}, str(tmp_path / "pvt.safetensors"))
+    m = tiny_model(backbone="pvt_v2", **small)
+    assert load_visual_weights(m, tmp_path / "pvt.safetensors") == []
+    key = "stages.1.blocks.0.attn.q.weight"
+    assert torch.equal(m.visual.backbone.net.state_dict()[key], ref.state_dict()[key])
+    assert isinstance(m.visual.img_proj, torch.nn.Identity)  # §6 #6: 16 channels = hidden 16, no projection
+    assert isinstance(tiny_model(backbone="conv", conv_dims=[8, 12]).visual.img_proj, torch.nn.Conv2d)

@@ -87,3 +87,21 @@ def test_two_process_gloo_ddp_fit(tmp_path: Path) -> None:
     assert (info["world_size"], info["status"], info["global_step"]) == (2, "finished", 2)
     rows = list(csv.DictReader(open(run / "metrics.csv")))
     assert any(row.get("val/t2v_R@1") for row in rows)
+
+
+@pytest.mark.slow  # ~1 min: retrieval fine-tuning from scratch on a small toy MSR-VTT, MC scored beside it
+def test_short_toy_retrieval_run_beats_chance(tmp_path: Path) -> None:
+    root = tmp_path / "toy"
+    args = [*_small(tmp_path), "--data.toy_num", '{"webvid": 24, "msrvtt": 200, "mc": 50, "qa": 12}',
+            "--data.toy_options", '{"num_frames": 8}', "--data.image_size", "64", "--data.n_clips", "4",
+            "--data.batch_size", "16", "--data.eval_batch_size", "25", "--trainer.max_steps", "120",
+            "--trainer.val_check_interval", "60", "--stages", "retrieval"]  # fmt: skip
+    r = _run(tmp_path, "snp_s3.scripts.toy", args, timeout=600)
+    assert r.returncode == 0, r.stderr[-3000:]
+    (metrics,) = (tmp_path / "runs" / "snp_s3" / "tiny-retrieval").glob("*/metrics.csv")
+    rows = [row for row in csv.DictReader(open(metrics)) if row.get("val/t2v_R@1")]
+    best_r1 = max(float(row["val/t2v_R@1"]) for row in rows)
+    best_mc = max(float(row["val/mc_acc"]) for row in rows)
+    assert root.is_dir()
+    assert best_mc >= 1.5 * 20, best_mc  # 5 options: chance 20 %
+    assert best_r1 >= 2 * 100 / 20, best_r1  # 20 test videos: chance 5 %
