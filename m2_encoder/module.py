@@ -10,9 +10,9 @@ Objectives (spec section 3): ``L = L_ITC + alpha * L_CMIM + beta * L_CMLM``.
   group's features of the last ``accumulate_steps - 1`` steps (detached, :class:`FeatureBuffer`) as extra
   negatives, stepping every step; ``gba.mode: accumulate`` splits each batch into ``accumulate_steps``
   micro-batches with :class:`GradCacheContrastive` (manual optimisation, ITC only).
-* Each step logs the loss's collective bytes (``count_collectives``: ``train/itc_gathered_bytes``, the
-  inter-"node" part ``train/itc_internode_bytes``) and the features the loss holds
-  (``train/itc_loss_feature_bytes``; on CUDA also ``train/itc_peak_mem_bytes``).
+* Each step logs the loss's collective bytes, forward and backward (``count_collectives``:
+  ``train/itc_gathered_bytes``, the inter-"node" part ``train/itc_internode_bytes``) and the features the
+  loss holds (``train/itc_loss_feature_bytes``; on CUDA also ``train/itc_peak_mem_bytes``).
 * CMLM: whole-word masking of the text (``cmlm_mask_prob``), CE at masked positions from the image-to-text
   decoder. CMIM: ``cmim_num_masked`` random patches replaced by the mask token, MSE on normalised pixels of
   the masked patches (``pixel``) or CE over BEiT-v2 codes given in the batch as ``image_codes`` (``beit2``).
@@ -24,6 +24,7 @@ Evaluation (spec section 5): retrieval R@1/5/10 both ways and their mean per lan
 from __future__ import annotations
 
 import math
+from contextlib import ExitStack
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -144,6 +145,8 @@ class M2EncoderLitModule(LightningModule):
         self.model: M2Encoder | None = None if defer_init else M2Encoder(self.arch)
         self.itc_loss = GroupedContrastiveLoss(group_size=None)
         self.buffers = {lvl: FeatureBuffer(self._buffer_depth) for lvl in self.obj.itc_levels}
+        self._comm_scope: ExitStack | None = None
+        self._comm_pending: tuple[Any, int] | None = None
         self.chance_level: float | None = None
         self._eval_feats: dict[str, dict[int, Tensor]] = {}
         self._mask_id: int | None = None
@@ -310,8 +313,11 @@ class M2EncoderLitModule(LightningModule):
         if cuda:
             torch.cuda.reset_peak_memory_stats()
             base = torch.cuda.memory_allocated()
-        with count_collectives() as counter:
-            itc = self._itc(img, txt)
+        # Counted until on_after_backward, so that the loss's backward collectives are included as they are
+        # in accumulate mode (where GradCache runs both inside the step).
+        self._comm_scope = ExitStack()
+        counter = self._comm_scope.enter_context(count_collectives())
+        itc = self._itc(img, txt)
         if cuda:
             self.log("train/itc_peak_mem_bytes", float(torch.cuda.max_memory_allocated() - base))
         loss = sum(itc.values())
@@ -324,11 +330,17 @@ class M2EncoderLitModule(LightningModule):
         if "cmim" in losses:
             loss = loss + self.obj.cmim_weight * losses["cmim"]
             self.log("train/loss_cmim", losses["cmim"])
-        self._log_comm(counter, self._loss_feature_bytes(batch["image"].size(0)))
+        self._comm_pending = (counter, self._loss_feature_bytes(batch["image"].size(0)))
         self.log("train/loss", loss, prog_bar=True)
         self.log("train/logit_scale", self._scale("logit_vl_scale"))
         self.log("train/lang_zh", float(batch["lang"] == "zh"))
         return loss
+
+    def on_after_backward(self) -> None:
+        if self._comm_scope is not None:
+            self._comm_scope.close()
+            self._comm_scope = None
+            self._log_comm(*self._comm_pending)
 
     def _accumulate_step(self, batch: dict[str, Any]) -> None:
         opt = self.optimizers()
