@@ -68,10 +68,10 @@ def test_two_process_gloo_ddp_fit(tmp_path: Path) -> None:
     assert (info["world_size"], info["status"], info["global_step"]) == (2, "finished", 2)
 
 
-@pytest.mark.slow  # ~1-2 min on the shared 2-core CPU: data chain + 1 epoch on 160 toy videos
+@pytest.mark.slow  # ~90 s of CPU: data chain + 2 epochs (~260 steps) on 240 toy videos
 def test_short_toy_run_beats_twice_the_random_proposal_baseline(tmp_path: Path) -> None:
     result = _fit(
-        tmp_path, "--data.toy_num", "160", "--trainer.max_epochs", "1", "--model.lr", "3e-3",
+        tmp_path, "--data.toy_num", "240", "--trainer.max_epochs", "2", "--model.lr", "3e-3",
         "--model.warmup_epochs", "0", "--trainer.num_sanity_val_steps", "0",
         timeout=600,
     )  # fmt: skip
