@@ -188,3 +188,19 @@ def test_extraction_skips_undecodable_video_and_resumes(tmp_path: Path) -> None:
     assert (
         extract_video_features(videos, out, TinyCNN(8), size=16, progress=False) == 0
     )  # resumed: nothing new
+
+
+def test_bert_token_features_second_to_last_layer(tmp_path: Path) -> None:
+    from transformers import BertConfig, BertModel, BertTokenizerFast
+
+    from tsgsv.scripts.extract_features import bert_text
+
+    vocab = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", "the", "red", "circle", "grows", "."]
+    (tmp_path / "vocab.txt").write_text("\n".join(vocab) + "\n")
+    BertTokenizerFast(str(tmp_path / "vocab.txt")).save_pretrained(tmp_path)
+    cfg = BertConfig(vocab_size=len(vocab), hidden_size=8, num_hidden_layers=2, num_attention_heads=2,
+                     intermediate_size=16)  # fmt: skip
+    torch.manual_seed(0)
+    BertModel(cfg).save_pretrained(tmp_path)
+    feats = bert_text(str(tmp_path), "cpu", max_len=20)("the red circle grows.")
+    assert feats.shape == (7, 8)  # [CLS] the red circle grows . [SEP]

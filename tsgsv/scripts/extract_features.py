@@ -9,9 +9,10 @@ normalised with :func:`common.video.preprocess_clip`. Encoders:
 * ``tiny_cnn``: a seeded, frozen, random 2-layer CNN pooled to a 4x4 grid, projected to ``--video-dim``
   (the toy world's feature extractor, spec tsgsv §8: position survives pooling, so moves show up).
 
-Sentences: one HDF5 dataset per annotation id, ``(L, D)`` token features. Encoders: ``clip`` (open_clip text
-transformer token outputs after ``ln_final``, as MAD's ``CLIP_language_tokens_features.h5``) and ``random``
-(a seeded embedding per lower-cased word, ``--sent-dim`` wide, with CLS and SEP tokens: the toy world's).
+Sentences: one HDF5 dataset per annotation id, ``(L, D)`` token features. Encoders: ``bert``
+(BERT-base-uncased second-to-last layer, ActivityNet/TACoS), ``clip`` (open_clip text transformer token
+outputs after ``ln_final``, as MAD's ``CLIP_language_tokens_features.h5``) and ``random`` (a seeded embedding
+per lower-cased word, ``--sent-dim`` wide, with CLS and SEP tokens: the toy world's).
 
 Resumable: keys already in an output file are skipped, and files are written with a progress bar. The
 repo-format annotation (``{split}.json``) is written by :func:`tsgsv.data.convert_anet_captions` and friends;
@@ -184,6 +185,26 @@ def clip_text(arch: str, pretrained: str | None, device: str, max_len: int) -> C
     return encode
 
 
+def bert_text(name_or_path: str, device: str, max_len: int) -> Callable[[str], np.ndarray]:
+    """BERT token features from the second-to-last layer, ``[CLS] ... [SEP]`` cut at ``max_len`` (spec §2).
+
+    ``name_or_path``: a Hugging Face hub id (``bert-base-uncased``; needs the files in the local cache, the
+    hub is offline) or a local folder. No remote code is run.
+    """
+    from transformers import AutoModel, AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(name_or_path)
+    model = AutoModel.from_pretrained(name_or_path).to(device).eval()
+
+    @torch.no_grad()
+    def encode(text: str) -> np.ndarray:
+        batch = tokenizer(text, truncation=True, max_length=max_len, return_tensors="pt").to(device)
+        hidden = model(**batch, output_hidden_states=True).hidden_states[-2][0]  # (L, 768)
+        return hidden.float().cpu().numpy()
+
+    return encode
+
+
 def extract_sentence_features(
     sentences: dict[str, str], out: Path, encode: Callable[[str], np.ndarray], progress: bool = True
 ) -> int:
@@ -210,7 +231,8 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     p.add_argument(
         "--step-fps", type=float, default=None, help="feature steps per second (default: all frames)"
     )
-    p.add_argument("--sent-encoder", default="random", choices=["random", "clip"])
+    p.add_argument("--sent-encoder", default="random", choices=["random", "clip", "bert"])
+    p.add_argument("--bert", default="bert-base-uncased", help="BERT hub id (local cache) or folder")
     p.add_argument("--sent-dim", type=int, default=32)
     p.add_argument("--max-sent-len", type=int, default=20)
     p.add_argument("--clip-arch", default="ViT-B-32")
@@ -244,6 +266,8 @@ def main(argv: Sequence[str] | None = None) -> Path:
 
         def text_encode(text: str) -> np.ndarray:
             return random_token_features(text, a.sent_dim, a.seed, a.max_sent_len)
+    elif a.sent_encoder == "bert":
+        text_encode = bert_text(a.bert, a.device, a.max_sent_len)
     else:
         text_encode = clip_text(a.clip_arch, a.clip_pretrained, a.device, a.max_sent_len)
     for official, split in ANET_SPLIT_MAP.items():
