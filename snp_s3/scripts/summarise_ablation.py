@@ -1,12 +1,14 @@
 """Summarise the miniature ablation: final retrieval metrics per arm and seed, mean and std over seeds.
 
 ``python -m snp_s3.scripts.summarise_ablation RUNS_DIR`` reads ``RUNS_DIR/snp_s3/abl-<arm>-s<seed>-retrieval``
-and prints a Markdown table of t2v R@1 and mean recall (l2, the headline, and l1) at the last validation.
+and prints a Markdown table of t2v R@1 and mean recall (l2, the headline, and l1) at the last validation
+of each finished run.
 """
 
 from __future__ import annotations
 
 import csv
+import json
 import re
 import statistics
 import sys
@@ -26,7 +28,9 @@ def summarise(runs: Path) -> str:
     table: dict[str, dict[int, dict[str, float]]] = {}
     for path in sorted((runs / "snp_s3").glob("abl-*-s*-retrieval/*/metrics.csv")):
         m = re.match(r"abl-(.+)-s(\d+)-retrieval", path.parents[1].name)
-        if m:
+        info = path.parent / "run_info.json"
+        finished = info.is_file() and json.loads(info.read_text()).get("status") == "finished"
+        if m and finished:
             table.setdefault(m.group(1), {})[int(m.group(2))] = last_metrics(path)
     lines = ["| arm | seeds | " + " | ".join(KEYS) + " |", "|---|---|" + "---|" * len(KEYS)]
     for arm, seeds in sorted(table.items()):
