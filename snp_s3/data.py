@@ -31,7 +31,7 @@ Batch contract (``dict[str, Tensor]``; B videos, P clips, L = max_text_len):
   ``mlm_labels`` (B, L) (-1 = not a target); ``maskable`` (B, L) bool (not special, not pad);
   ``word_pos`` (B, K) LVWM positions; ``neg_ids``, ``neg_mask`` (B, L) a caption of another video (ITM).
 * retrieval evaluation: ``text_ids``, ``text_mask`` (T, L) all captions of the batch's videos,
-  ``text_to_video`` (T,) the batch-local video of each text.
+  ``text_to_video`` (T,) the batch-local video of each text, ``family`` (B,) toy-world family (-1: none).
 * VideoQA: ``text_ids``, ``text_mask`` (B, L) the question, ``label`` (B,).
 * multiple choice: ``option_ids``, ``option_mask`` (B, O, L), ``answer`` (B,).
 """
@@ -521,6 +521,7 @@ class RetrievalEvalDataset(Dataset):
         return {
             "video": self._video(clip.path),
             "index": torch.tensor(index),
+            "family": torch.tensor(clip.family),
             "text_ids": torch.stack([t[0] for t in toks]),
             "text_mask": torch.stack([t[1] for t in toks]),
         }
@@ -567,7 +568,7 @@ class MCDataset(RetrievalEvalDataset):
 
 
 def collate_retrieval_eval(samples: list[dict[str, torch.Tensor]]) -> dict[str, torch.Tensor]:
-    batch = {k: torch.stack([s[k] for s in samples]) for k in ("video", "index")}
+    batch = {k: torch.stack([s[k] for s in samples]) for k in ("video", "index", "family")}
     batch["text_ids"] = torch.cat([s["text_ids"] for s in samples])
     batch["text_mask"] = torch.cat([s["text_mask"] for s in samples])
     batch["text_to_video"] = torch.cat(

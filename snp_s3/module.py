@@ -307,13 +307,9 @@ class SNPS3LitModule(LightningModule):
             self._eval["qa"].append((batch["index"].cpu(), pred.cpu(), batch["label"].cpu()))
         else:
             t2v = batch["text_to_video"]
-            entry = (
-                batch["index"].cpu(),
-                clips.cpu(),
-                batch["text_ids"].cpu(),
-                batch["text_mask"].cpu(),
-                t2v.cpu(),
-            )
+            fam = batch.get("family", torch.full_like(batch["index"], -1))
+            ids, mask = batch["text_ids"], batch["text_mask"]
+            entry = (batch["index"].cpu(), clips.cpu(), ids.cpu(), mask.cpu(), t2v.cpu(), fam.cpu())
             self._eval["ret"].append(entry)
 
     def validation_step(self, batch: dict[str, Tensor], batch_idx: int, dataloader_idx: int = 0) -> None:
@@ -353,10 +349,10 @@ class SNPS3LitModule(LightningModule):
 
     def _retrieval_metrics(self, ret: list) -> dict[str, float]:
         by_video: dict[int, tuple] = {}
-        for idx, clips, ids, mask, t2v in ret:
+        for idx, clips, ids, mask, t2v, fam in ret:
             for j, i in enumerate(idx.tolist()):
                 sel = t2v == j
-                by_video[i] = (clips[j], ids[sel], mask[sel])
+                by_video[i] = (clips[j], ids[sel], mask[sel], fam[j])
         order = sorted(by_video)
         dev = self.device
         clips = torch.stack([by_video[i][0] for i in order]).to(dev)  # (V, P, D)
@@ -368,8 +364,9 @@ class SNPS3LitModule(LightningModule):
         v = m.video_feature(clips)  # (V, P, D)
         l1 = torch.logsumexp(torch.einsum("td,vpd->tvp", t, v), dim=-1)  # (T, V)
         l2 = m.all_pair_scores(ids, mask, clips, chunk=max(1, 4096 // max(len(order), 1)))
-        out = {k: val for k, val in retrieval_metrics(l2, t2v).items()}
-        out.update(retrieval_metrics(l1, t2v, prefix="l1_"))
+        family = torch.stack([by_video[i][3] for i in order]).to(dev)  # (V,)
+        out = retrieval_metrics(l2, t2v, video_family=family)
+        out.update(retrieval_metrics(l1, t2v, prefix="l1_", video_family=family))
         self.chance_level = 100.0 / len(order)
         return out
 

@@ -311,3 +311,15 @@ def test_timm_pvt_layout_checkpoint_loads_into_the_backbone(tmp_path) -> None:
     assert torch.equal(m.visual.backbone.net.state_dict()[key], ref.state_dict()[key])
     assert isinstance(m.visual.img_proj, torch.nn.Identity)  # §6 #6: 16 channels = hidden 16, no projection
     assert isinstance(tiny_model(backbone="conv", conv_dims=[8, 12]).visual.img_proj, torch.nn.Conv2d)
+
+
+def test_family_restricted_retrieval_ranks_within_the_family() -> None:
+    sim = torch.tensor([[0.1, 0.9, 0.5, 0.8], [0.2, 0.3, 0.1, 0.9]])
+    fam = torch.tensor([0, 0, 1, 1])
+    m = retrieval_metrics(sim, torch.tensor([0, 2]), video_family=fam)
+    # text 0 (video 0): globally 0.9, 0.5, 0.8 beat it (rank 4); in family {0, 1} only 0.9 (rank 2)
+    # text 1 (video 2): globally rank 4; in family {2, 3} 0.9 beats it (rank 2)
+    assert m["t2v_R@1"] == 0.0 and m["fam_t2v_MnR"] == 2.0 and m["fam_t2v_R@1"] == 0.0
+    assert "fam_t2v_R@1" not in retrieval_metrics(
+        sim, torch.tensor([0, 2]), video_family=torch.tensor([0, 0, -1, 1])
+    )
