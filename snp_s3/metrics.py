@@ -41,14 +41,15 @@ def retrieval_metrics(
 ) -> dict[str, float]:
     """``t2v_*`` and ``v2t_*`` metrics of a (T, V) similarity; ``text_to_video`` (T,) video of each text.
 
-    With ``video_family`` (V,) (all >= 0), also ``fam_t2v_*``: each text ranked only among the videos of its
+    With ``video_family`` (V,) (all >= 0, some family of 2+ videos), also ``fam_t2v_*``: each text ranked only among the videos of its
     own video's family (the one-attribute hard split: R@1 chance = 1 / family size).
     """
     pos = text_to_video[:, None] == torch.arange(sim.shape[1], device=sim.device)[None, :]
     out = rank_metrics(ranks_from_similarity(sim, pos), f"{prefix}t2v_")
     has_text = pos.any(dim=0)
     out.update(rank_metrics(ranks_from_similarity(sim.t()[has_text], pos.t()[has_text]), f"{prefix}v2t_"))
-    if video_family is not None and bool((video_family >= 0).all()):
+    shared = video_family is not None and bool((video_family >= 0).all())
+    if shared and int(torch.unique(video_family, return_counts=True)[1].max()) > 1:  # real families only
         same = video_family[text_to_video][:, None] == video_family[None, :]
         out.update(rank_metrics(ranks_from_similarity(sim, pos, same), f"{prefix}fam_t2v_"))
     return out
