@@ -41,8 +41,8 @@ def retrieval_metrics(
 ) -> dict[str, float]:
     """``t2v_*`` and ``v2t_*`` metrics of a (T, V) similarity; ``text_to_video`` (T,) video of each text.
 
-    With ``video_family`` (V,) (all >= 0, some family of 2+ videos), also ``fam_t2v_*``: each text ranked only among the videos of its
-    own video's family (the one-attribute hard split: R@1 chance = 1 / family size).
+    With ``video_family`` (V,) (all >= 0, some family of 2+ videos), also ``fam_t2v_*``: each text ranked
+    only among the videos of its own video's family (the one-attribute hard split: R@1 chance = 1 / size).
     """
     pos = text_to_video[:, None] == torch.arange(sim.shape[1], device=sim.device)[None, :]
     out = rank_metrics(ranks_from_similarity(sim, pos), f"{prefix}t2v_")
