@@ -20,7 +20,6 @@ import torch
 from lightning.pytorch import LightningModule
 
 from common.contrastive import clip_loss
-from pink_rc.data import QUADRANTS  # noqa: F401  (re-exported for scripts)
 from pink_rc.metrics import iou, majority_baseline, parse_box, parse_count, random_box_baseline
 from pink_rc.model import IM_PATCH, PinkConfig, PinkModel, load_pink_checkpoint
 

@@ -75,24 +75,15 @@ def test_one_step_fit_writes_run_record_with_headline_and_chance(tmp_path: Path)
 
 @pytest.mark.slow  # two spawned ranks on the shared 2-core CPU
 def test_two_process_gloo_ddp_fit(tmp_path: Path) -> None:
-    result = _fit(
-        tmp_path,
-        *SMALL,
-        "--trainer.strategy",
-        "ddp",
-        "--trainer.devices",
-        "2",
-        "--trainer.max_steps",
-        "2",
-        "--trainer.limit_val_batches",
-        "1",
-        "--trainer.check_val_every_n_epoch",
-        "1",
-    )
+    ddp = ["--trainer.strategy", "ddp", "--trainer.devices", "2", "--trainer.max_epochs", "1"]
+    ddp += ["--trainer.limit_train_batches", "2", "--trainer.limit_val_batches", "1"]
+    result = _fit(tmp_path, *SMALL, *ddp, "--trainer.check_val_every_n_epoch", "1")
     assert result.returncode == 0, result.stderr[-3000:]
     assert "terminate called" not in result.stderr
     info = json.loads((_run_dir(tmp_path) / "run_info.json").read_text())
     assert (info["world_size"], info["status"], info["global_step"]) == (2, "finished", 2)
+    rows = list(csv.DictReader(open(_run_dir(tmp_path) / "metrics.csv")))
+    assert any(r.get("val/format_error_rate") for r in rows)  # generation and the metric sums across ranks
 
 
 @pytest.mark.slow
