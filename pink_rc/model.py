@@ -206,10 +206,10 @@ class PinkModel(nn.Module):
             if isinstance(module, AdapterLayer):
                 self.adapters[name] = module.merged()
 
-    def set_trainable(self, stage: int, train_llm: bool = False) -> None:
+    def set_trainable(self, stage: int, train_llm: bool = False, train_vision: bool = False) -> None:
         """Stage 0: vision tower, toy CLIP head. Stage 1: projector. Stage 2: projector, adapters, new rows.
 
-        ``train_llm`` (toy only) also trains every Llama weight in stage 2.
+        ``train_llm`` / ``train_vision`` (toy only) also train every Llama / CLIP weight in stage 2.
         """
         for h in self._grad_hooks:
             h.remove()
@@ -224,6 +224,8 @@ class PinkModel(nn.Module):
         if stage == 1:
             return
         self.adapters.requires_grad_(True)
+        if train_vision:
+            self.vision.requires_grad_(True)
         if train_llm:
             self.llm.requires_grad_(True)
             return

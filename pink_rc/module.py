@@ -36,6 +36,7 @@ class PinkLitModule(LightningModule):
         init_from: a previous stage's Lightning checkpoint whose matching weights start this stage.
         pink_checkpoint: a released ``saved_parameters.pth`` merged onto the base weights.
         train_llm: toy only, train every Llama weight in stage 2 (a random-init LLM has nothing to adapt).
+        train_vision: toy diagnostic only, train every CLIP weight in stage 2 (not Pink's recipe).
         max_new_tokens: greedy decoding budget in evaluation.
     """
 
@@ -51,6 +52,7 @@ class PinkLitModule(LightningModule):
         init_from: str | None = None,
         pink_checkpoint: str | None = None,
         train_llm: bool = False,
+        train_vision: bool = False,
         max_new_tokens: int = 32,
         cpu_threads: int | None = None,
     ) -> None:
@@ -93,7 +95,7 @@ class PinkLitModule(LightningModule):
             self._init_from(self.hparams.init_from)
         if self.hparams.pink_checkpoint:
             load_pink_checkpoint(self.model, self.hparams.pink_checkpoint)
-        self.model.set_trainable(self.stage, self.hparams.train_llm)
+        self.model.set_trainable(self.stage, self.hparams.train_llm, self.hparams.get("train_vision", False))
 
     def _init_from(self, path: str) -> None:
         ckpt = torch.load(path, map_location="cpu", weights_only=True)

@@ -103,6 +103,8 @@ def test_trainable_sets_per_stage() -> None:
     assert names() == {"projector", "adapters", "llm"}
     trainable_llm = {n for n, p in m.llm.named_parameters() if p.requires_grad}
     assert trainable_llm == {"model.embed_tokens.weight", "lm_head.weight"}
+    m.set_trainable(2, train_vision=True)  # toy diagnostic: the whole CLIP tower too
+    assert names() == {"projector", "adapters", "llm", "vision"}
     m.set_trainable(0)
     assert names() == {"vision"}
 
