@@ -250,3 +250,16 @@ def test_mining_script_on_toy_captions_and_clear_spacy_error(tmp_path: Path, cap
         with pytest.raises(RuntimeError, match=r"pip install '\.\[spacy\]'"):
             mine_main(["--captions", str(tmp_path / "c.txt"), "--tokenizer", str(tok), "--pos", "spacy",
                        "--out", str(tmp_path / "o2")])  # fmt: skip
+
+
+def test_msvd_pickle_conversion_refuses_objects(tmp_path: Path) -> None:
+    import pickle
+
+    from snp_s3.scripts.prepare_data import convert_msvd_captions
+
+    pickle.dump({"v1": [["a", "dog"]]}, open(tmp_path / "raw-captions.pkl", "wb"))
+    out = convert_msvd_captions(tmp_path / "raw-captions.pkl", tmp_path / "raw-captions.json")
+    assert json.loads(out.read_text()) == {"v1": [["a", "dog"]]}
+    pickle.dump({"v1": Path("x")}, open(tmp_path / "bad.pkl", "wb"))
+    with pytest.raises(pickle.UnpicklingError, match="refusing"):
+        convert_msvd_captions(tmp_path / "bad.pkl", tmp_path / "bad.json")
