@@ -84,6 +84,12 @@ data-%: $(STAMP) ## Say where to get a paper's real datasets and prepare them
 toy-data: $(STAMP) ## Generate the shared toy-world datasets under data/toy/
 	$(PY) -m common.toyworld msrvtt --out data/toy/msrvtt --num 200 --seed 0
 	$(PY) -m common.toyworld imagetext --out data/toy/imagetext --num 500 --seed 0
+	$(PY) -m common.toyworld msrvtt_qa --out data/toy/msrvtt_qa --num 200 --seed 0
+	$(PY) -m common.toyworld msrvtt_mc --out data/toy/msrvtt_mc --num 100 --seed 0
+	$(PY) -m common.toyworld webvid --out data/toy/webvid --num 200 --seed 0
+	$(PY) -m common.toyworld anet_captions --out data/toy/anet_captions --num 50 --seed 0
+	$(PY) -m common.toyworld refcoco --out data/toy/refcoco --num 200 --seed 0
+	$(PY) -m common.toyworld pink_rc --out data/toy/pink_rc --num 200 --seed 0
 
 bench: $(STAMP) ## Run every benchmark in full; results land in benchmarks/results/
 	@for b in benchmarks/bench_*.py; do echo "== $$b"; $(PY) $$b || exit 1; done
