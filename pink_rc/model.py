@@ -58,6 +58,9 @@ class PinkConfig:
         adapters_llm: adapters in every Llama layer.
         adapters_vision: adapters in the CLIP layers up to ``select_layer``.
         toy_clip_dim: embedding width of the toy stage-0 CLIP head (0: no head).
+        toy_pos_sincos: toy only (random-init tower): > 0 starts the ViT position embeddings as a 2-D
+            sin-cos grid code of this amplitude instead of N(0, 0.02) noise, so patch features say where
+            the patch is (0: CLIP's init).
     """
 
     llm: str | None = None
@@ -70,6 +73,7 @@ class PinkConfig:
     adapters_llm: bool = True
     adapters_vision: bool = True
     toy_clip_dim: int = 0
+    toy_pos_sincos: float = 0.0
 
 
 class AdapterLayer(nn.Module):
@@ -131,11 +135,31 @@ def _build_llm(cfg: PinkConfig) -> nn.Module:
     return LlamaForCausalLM.from_pretrained(cfg.llm, torch_dtype=torch.bfloat16)
 
 
+def sincos_grid(grid: int, dim: int) -> torch.Tensor:
+    """``(grid * grid, dim)`` 2-D sin-cos code (MAE's): half the channels code the row, half the column."""
+    quarter = dim // 4
+    freqs = 1.0 / 10000 ** (torch.arange(quarter, dtype=torch.float32) / max(quarter, 1))
+    pos = torch.arange(grid, dtype=torch.float32)
+    one = torch.outer(pos, freqs)  # (grid, quarter)
+    one = torch.cat([one.sin(), one.cos()], 1)  # (grid, 2 quarter)
+    rows = one[:, None].expand(grid, grid, -1).reshape(grid * grid, -1)
+    cols = one[None].expand(grid, grid, -1).reshape(grid * grid, -1)
+    code = torch.cat([rows, cols], 1)
+    return F.pad(code, (0, dim - code.shape[1]))
+
+
 def _build_vision(cfg: PinkConfig) -> nn.Module:
     from transformers import CLIPVisionConfig, CLIPVisionModel
 
     if cfg.vision is None:
-        return CLIPVisionModel(CLIPVisionConfig(**cfg.vision_config))
+        vision = CLIPVisionModel(CLIPVisionConfig(**cfg.vision_config))
+        if cfg.toy_pos_sincos > 0:
+            emb = getattr(vision, "vision_model", vision).embeddings.position_embedding.weight
+            grid = vision.config.image_size // vision.config.patch_size
+            with torch.no_grad():
+                emb[1:] = cfg.toy_pos_sincos * sincos_grid(grid, emb.shape[1])
+                emb[0] = 0.0  # CLS
+        return vision
     return CLIPVisionModel.from_pretrained(cfg.vision, torch_dtype=torch.bfloat16)
 
 

@@ -45,6 +45,20 @@ class RCOptions:
     val_fraction: float = field(default=0.1, metadata={"help": "fraction of images in the val split"})
     test_fraction: float = field(default=0.1, metadata={"help": "fraction of images in the test split"})
     relation_gap: int = field(default=2, metadata={"help": "pixels between boxes for a relation to hold"})
+    grid_positions: int = field(
+        default=0,
+        metadata={
+            "help": "> 0: snap every object's centre to the middle of a cell of this many pixels (e.g. the "
+            "ViT patch), one object a cell, so a box follows from the cell and the size (toy grounding aid)"
+        },
+    )
+    position_captions: bool = field(
+        default=False,
+        metadata={
+            "help": "captions name every object with its place on a 3x3 grid ('the red star is at the top "
+            "left.'), so a caption-trained tower and projector learn where things are (toy grounding aid)"
+        },
+    )
 
     def __post_init__(self) -> None:
         if self.size < 16 or self.size % 2:
@@ -53,6 +67,8 @@ class RCOptions:
             raise ValueError(
                 f"need 1 <= --min-objects <= --max-objects, got {self.min_objects}, {self.max_objects}"
             )
+        if self.grid_positions < 0 or self.grid_positions > self.size // 2:
+            raise ValueError(f"--grid-positions must be in [0, size / 2], got {self.grid_positions}")
         if not 0.0 <= self.large_prob <= 1.0:
             raise ValueError(f"--large-prob must be in [0, 1], got {self.large_prob}")
         if not (
@@ -69,15 +85,34 @@ def split_of(i: int, num: int, opts: RCOptions) -> str:
     return "val" if i >= num - n_test - n_val else "train"
 
 
+def snap_to_grid(scene: Scene, size: int, cell: int) -> bool:
+    """Move each object's centre pixel to the middle of its ``cell``-pixel grid cell (in place).
+
+    Returns False when two objects land in the same cell.
+    """
+    cells = set()
+    for obj in scene.objects:
+        px = [cell * (min(int(v * size), size - 1) // cell) + cell // 2 for v in (obj.x, obj.y)]
+        obj.x, obj.y = ((p + 0.5) / size for p in px)
+        cells.add(tuple(px))
+    return len(cells) == len(scene.objects)
+
+
 def sample_rc_scene(rng: np.random.Generator, opts: RCOptions, tries: int = 64) -> Scene:
-    """A still scene; drawn again (up to ``tries``) while a small object loses a ``large_prob`` coin toss."""
-    scene = sample_scene(rng, num_objects=(opts.min_objects, opts.max_objects), num_events=0, num_frames=1)
+    """A still scene; drawn again (up to ``tries``) while a small object loses a ``large_prob`` coin toss.
+
+    With ``grid_positions`` the centres are snapped to the grid, and scenes with two objects in one cell
+    are drawn again as well.
+    """
+    num = (opts.min_objects, opts.max_objects)
+    scene = sample_scene(rng, num_objects=num, num_events=0, num_frames=1)
     for _ in range(tries):
-        if all(o.size == "large" or rng.random() >= opts.large_prob for o in scene.objects):
+        ok = all(o.size == "large" or rng.random() >= opts.large_prob for o in scene.objects)
+        if opts.grid_positions:
+            ok = snap_to_grid(scene, opts.size, opts.grid_positions) and ok
+        if ok:
             break
-        scene = sample_scene(
-            rng, num_objects=(opts.min_objects, opts.max_objects), num_events=0, num_frames=1
-        )
+        scene = sample_scene(rng, num_objects=num, num_events=0, num_frames=1)
     return scene
 
 
@@ -95,6 +130,21 @@ def relation(a: list[int], b: list[int], gap: int = 2) -> str | None:
     if b[3] + gap <= a[1]:
         return "below"
     return None
+
+
+ROWS = ("top", "middle", "bottom")
+COLS = ("left", "centre", "right")
+
+
+def place(box: list[int], size: int) -> str:
+    """The 3x3-grid place of a box's centre: ``top left`` ... ``middle centre`` ... ``bottom right``."""
+    cx, cy = (box[0] + box[2]) / 2 / size, (box[1] + box[3]) / 2 / size
+    return f"{ROWS[min(int(cy * 3), 2)]} {COLS[min(int(cx * 3), 2)]}"
+
+
+def position_caption(objects: list[dict[str, Any]], size: int) -> str:
+    """``the red star is at the top left. the green square is at the bottom right.``"""
+    return " ".join(f"the {o['name']} is at the {place(o['bbox'], size)}." for o in objects)
 
 
 def annotate(scene: Scene, rng: np.random.Generator, opts: RCOptions) -> dict[str, Any]:
@@ -119,7 +169,10 @@ def annotate(scene: Scene, rng: np.random.Generator, opts: RCOptions) -> dict[st
         for b in objects:
             if a["id"] != b["id"] and (pred := relation(a["bbox"], b["bbox"], opts.relation_gap)):
                 relations.append({"subject": a["id"], "predicate": pred, "object": b["id"]})
-    return {"objects": objects, "relations": relations, "caption": caption(scene, rng, "en", "image").text}
+    text = caption(scene, rng, "en", "image").text
+    if opts.position_captions:
+        text = position_caption(objects, opts.size)
+    return {"objects": objects, "relations": relations, "caption": text}
 
 
 def _render(ctx: WriteContext, i: int, opts: RCOptions) -> tuple[str, Scene, dict[str, Any]]:

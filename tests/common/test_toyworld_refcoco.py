@@ -10,7 +10,7 @@ import pytest
 from PIL import Image
 
 from common.toyworld import generate
-from common.toyworld.refcoco import RCOptions, relation
+from common.toyworld.refcoco import RCOptions, place, relation
 
 
 def test_relation_needs_a_clear_gap() -> None:
@@ -61,3 +61,31 @@ def test_pink_writer_writes_splits_relations_and_llava_captions(tmp_path: Path) 
     llava = json.loads((root / "llava_pretrain.json").read_text())
     assert len(llava) == 24 and llava[0]["conversations"][1]["from"] == "gpt"
     assert generate("pink_rc", tmp_path / "p", num=30, seed=1) == root  # cached: same spec kept
+
+
+def test_position_captions_name_each_object_and_its_grid_place(tmp_path: Path) -> None:
+    assert place([0, 0, 10, 10], 64) == "top left" and place([40, 25, 60, 38], 64) == "middle right"
+    plain = generate("pink_rc", tmp_path / "a", num=10, seed=2)
+    pos = generate("pink_rc", tmp_path / "b", num=10, seed=2, position_captions=True)
+    rows_a = [json.loads(x) for x in (plain / "train.jsonl").read_text().splitlines()]
+    rows_b = [json.loads(x) for x in (pos / "train.jsonl").read_text().splitlines()]
+    for a, b in zip(rows_a, rows_b, strict=True):
+        assert a["objects"] == b["objects"] and a["relations"] == b["relations"]  # same scenes and boxes
+        assert b["caption"] == " ".join(
+            f"the {o['name']} is at the {place(o['bbox'], 64)}." for o in b["objects"]
+        )
+    llava = json.loads((pos / "llava_pretrain.json").read_text())
+    assert llava[0]["conversations"][1]["value"] == rows_b[0]["caption"]
+
+
+def test_grid_positions_put_each_object_in_its_own_cell_centre(tmp_path: Path) -> None:
+    root = generate("pink_rc", tmp_path / "g", num=20, seed=3, grid_positions=8)
+    for line in (root / "train.jsonl").read_text().splitlines():
+        objects = json.loads(line)["objects"]
+        assert 2 <= len(objects) <= 4
+        for o in objects:  # each object's box is centred within a pixel of its cell's middle
+            cx = (o["bbox"][0] + o["bbox"][2]) / 2
+            if 0 < o["bbox"][0] and o["bbox"][2] < 64:  # not clipped at the border
+                assert abs(cx % 8 - 4.5) <= 1.5, o
+    with pytest.raises(ValueError, match="grid-positions"):
+        RCOptions(grid_positions=-1)

@@ -174,3 +174,17 @@ def test_missing_or_mismatched_checkpoint_is_a_clear_error(tmp_path: Path) -> No
         load_pink_checkpoint(m, tmp_path / "bad.pth")
     with pytest.raises(KeyError):
         released_to_ours("vision_tower.weird")
+
+
+def test_toy_sincos_position_code_is_set_on_a_random_init_tower() -> None:
+    from pink_rc.model import PinkConfig, _build_vision, sincos_grid
+
+    vis = dict(
+        hidden_size=32, intermediate_size=64, num_hidden_layers=1, num_attention_heads=2, image_size=32
+    )
+    vis["patch_size"] = 8
+    tower = _build_vision(PinkConfig(vision_config=vis, toy_pos_sincos=0.5))
+    emb = getattr(tower, "vision_model", tower).embeddings.position_embedding.weight
+    code = sincos_grid(4, 32)
+    assert code.shape == (16, 32) and torch.allclose(emb[1:], 0.5 * code) and float(emb[0].abs().sum()) == 0
+    assert len({tuple(r.tolist()) for r in code}) == 16  # every patch has its own code
