@@ -73,7 +73,8 @@ def test_frozen_vit_overlay_only_drops_the_vision_adapters() -> None:
 
 
 @pytest.mark.parametrize("overlays", [[], ["tiny.yaml"], ["tiny.yaml", "exp/frozen_vit.yaml"],
-                                      ["tiny.yaml", "exp/toy_stage0.yaml"], ["exp/stage1.yaml"]])  # fmt: skip
+                                      ["tiny.yaml", "exp/toy_stage0.yaml"], ["exp/stage1.yaml"],
+                                      ["tiny.yaml", "exp/grounding_aids.yaml"]])  # fmt: skip
 def test_configs_parse_with_the_cli(overlays: list[str], capsys: pytest.CaptureFixture) -> None:
     from pink_rc.train import main
 
@@ -87,3 +88,5 @@ def test_configs_parse_with_the_cli(overlays: list[str], capsys: pytest.CaptureF
     assert printed["model"]["config"]["select_layer"] == -2
     assert printed["model"]["config"]["adapters_vision"] == ("exp/frozen_vit.yaml" not in overlays)
     assert "num_patches" not in printed["data"]  # linked from the vision config, stated once
+    aids = "exp/grounding_aids.yaml" in overlays  # toy grounding aids: off unless the overlay asks
+    assert printed["model"]["config"]["toy_pos_sincos"] == (1.0 if aids else 0.0)
