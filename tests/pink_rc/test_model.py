@@ -184,7 +184,7 @@ def test_toy_sincos_position_code_is_set_on_a_random_init_tower() -> None:
     )
     vis["patch_size"] = 8
     tower = _build_vision(PinkConfig(vision_config=vis, toy_pos_sincos=0.5))
-    emb = getattr(tower, "vision_model", tower).embeddings.position_embedding.weight
+    emb = getattr(tower, "vision_model", tower).embeddings.position_embedding.weight.detach()
     code = sincos_grid(4, 32)
     assert code.shape == (16, 32) and torch.allclose(emb[1:], 0.5 * code) and float(emb[0].abs().sum()) == 0
     assert len({tuple(r.tolist()) for r in code}) == 16  # every patch has its own code
