@@ -59,8 +59,6 @@ class AnetCaptionsOptions:
         metadata={"help": "low: events last their kind's longest visible window (-0/1 frame); full: any"},
     )
     val_fraction: float = field(default=0.1, metadata={"help": "fraction of videos in val_1 and in val_2"})
-    family_size: int = field(default=1, metadata={"help": "unused (independent videos); kept for checks"})
-    negative_kinds: str = field(default="colour,event", metadata={"help": "unused; kept for checks"})
     crf: int = field(default=18, metadata={"help": "x264 quality (0 lossless .. 51 worst)"})
 
     def __post_init__(self) -> None:

@@ -26,7 +26,7 @@ import numpy as np
 
 from common.toyworld.language import caption, refer
 from common.toyworld.scene import Scene, object_boxes, render_image, sample_scene
-from common.toyworld.writers import META_FILE, WriteContext, register_writer, write_json
+from common.toyworld.writers import META_FILE, WriteContext, _check_common, register_writer, write_json
 
 PREDICATES = ("left of", "right of", "above", "below")
 SPLITS = ("train", "val", "test")
@@ -61,12 +61,7 @@ class RCOptions:
     )
 
     def __post_init__(self) -> None:
-        if self.size < 16 or self.size % 2:
-            raise ValueError(f"--size must be an even number >= 16, got {self.size}")
-        if not 1 <= self.min_objects <= self.max_objects:
-            raise ValueError(
-                f"need 1 <= --min-objects <= --max-objects, got {self.min_objects}, {self.max_objects}"
-            )
+        _check_common(self)
         if self.grid_positions < 0 or self.grid_positions > self.size // 2:
             raise ValueError(f"--grid-positions must be in [0, size / 2], got {self.grid_positions}")
         if not 0.0 <= self.large_prob <= 1.0:

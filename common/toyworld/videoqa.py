@@ -54,14 +54,6 @@ class _VideoOptions:
     max_events: int = field(default=2, metadata={"help": "most events per video"})
     crf: int = field(default=18, metadata={"help": "x264 quality (0 lossless .. 51 worst)"})
 
-    def _check(self) -> None:
-        if self.num_frames < 2 or self.fps <= 0:
-            raise ValueError(f"need --num-frames >= 2 and --fps > 0, got {self.num_frames}, {self.fps}")
-        if not 0 <= self.min_events <= self.max_events:
-            raise ValueError(
-                f"need 0 <= --min-events <= --max-events, got {self.min_events}, {self.max_events}"
-            )
-
     def scene_kwargs(self) -> dict[str, Any]:
         return dict(
             num_objects=(self.min_objects, self.max_objects),
@@ -88,7 +80,6 @@ class MsrvttQAOptions(_VideoOptions):
 
     def __post_init__(self) -> None:
         _check_common(self)
-        self._check()
         if self.top_k < 1:
             raise ValueError(f"--top-k must be >= 1, got {self.top_k}")
         if not (
@@ -176,7 +167,6 @@ class MsrvttMCOptions(_VideoOptions):
 
     def __post_init__(self) -> None:
         _check_common(self)
-        self._check()
         if self.num_options < 2:
             raise ValueError(f"--num-options must be >= 2, got {self.num_options}")
         if self.family_size not in (1, self.num_options):
@@ -234,13 +224,7 @@ class WebVidOptions(_VideoOptions):
     videos_per_page: int = field(default=100, metadata={"help": "videos per page_dir folder"})
 
     def __post_init__(self) -> None:
-        if self.size < 16 or self.size % 2:
-            raise ValueError(f"--size must be an even number >= 16, got {self.size}")
-        if not 1 <= self.min_objects <= self.max_objects:
-            raise ValueError(
-                f"need 1 <= --min-objects <= --max-objects, got {self.min_objects}, {self.max_objects}"
-            )
-        self._check()
+        _check_common(self)
         if not 0.0 <= self.image_fraction <= 1.0:
             raise ValueError(f"--image-fraction must be in [0, 1], got {self.image_fraction}")
         if self.videos_per_page < 1:

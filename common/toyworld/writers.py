@@ -305,15 +305,23 @@ def scenes_for(
 
 
 def _check_common(opts: Any) -> None:
-    if getattr(opts, "size", 2) < 16 or getattr(opts, "size", 2) % 2:
+    """Check the options writers share, each only where the writer's options dataclass has the field."""
+    if hasattr(opts, "size") and (opts.size < 16 or opts.size % 2):
         raise ValueError(f"--size must be an even number >= 16, got {opts.size}")
     if not 1 <= opts.min_objects <= opts.max_objects:
         raise ValueError(
             f"need 1 <= --min-objects <= --max-objects, got {opts.min_objects}, {opts.max_objects}"
         )
-    if opts.family_size < 1:
-        raise ValueError(f"--family-size must be >= 1, got {opts.family_size}")
-    _kinds(opts.negative_kinds)
+    if hasattr(opts, "num_frames") and (opts.num_frames < 2 or opts.fps <= 0):
+        raise ValueError(f"need --num-frames >= 2 and --fps > 0, got {opts.num_frames}, {opts.fps}")
+    if hasattr(opts, "min_events") and not 0 <= opts.min_events <= opts.max_events:
+        raise ValueError(f"need 0 <= --min-events <= --max-events, got {opts.min_events}, {opts.max_events}")
+    if hasattr(opts, "crf") and not 0 <= opts.crf <= 51:
+        raise ValueError(f"--crf must be in 0..51, got {opts.crf}")
+    if hasattr(opts, "family_size"):
+        if opts.family_size < 1:
+            raise ValueError(f"--family-size must be >= 1, got {opts.family_size}")
+        _kinds(opts.negative_kinds)
 
 
 def _strip_final_punct(text: str) -> str:
@@ -352,14 +360,6 @@ class MsrvttOptions:
             raise ValueError(f"--lang must be en or zh, got {self.lang!r}")
         if self.captions_per_video < 1:
             raise ValueError(f"--captions-per-video must be >= 1, got {self.captions_per_video}")
-        if self.num_frames < 2 or self.fps <= 0:
-            raise ValueError(f"need --num-frames >= 2 and --fps > 0, got {self.num_frames}, {self.fps}")
-        if not 0 <= self.min_events <= self.max_events:
-            raise ValueError(
-                f"need 0 <= --min-events <= --max-events, got {self.min_events}, {self.max_events}"
-            )
-        if not 0 <= self.crf <= 51:
-            raise ValueError(f"--crf must be in 0..51, got {self.crf}")
 
 
 def msrvtt_splits(num: int) -> dict[str, range]:

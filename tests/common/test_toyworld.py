@@ -4,6 +4,7 @@ QA, hard negatives, and the MSR-VTT and image-text writers with their CLI."""
 from __future__ import annotations
 
 import csv
+import dataclasses
 import json
 from collections import Counter
 from dataclasses import dataclass
@@ -38,7 +39,14 @@ from common.toyworld import (
 )
 from common.toyworld.__main__ import main
 from common.toyworld.scene import DIRECTIONS, SIZES
-from common.toyworld.writers import META_FILE, SPEC_FILE, WRITERS, WriteContext, register_writer
+from common.toyworld.writers import (
+    META_FILE,
+    SPEC_FILE,
+    WRITERS,
+    WriteContext,
+    make_options,
+    register_writer,
+)
 
 UPOS = {
     "ADJ",
@@ -550,3 +558,16 @@ def test_imagetext_writer_writes_bilingual_jsonl_and_images(tmp_path):
     scene = Scene.from_dict(meta[0]["scene"])
     with Image.open(out / meta[0]["image"]) as im:
         assert np.array_equal(np.asarray(im), render_image(scene))  # PNG is lossless
+
+
+@pytest.mark.parametrize("name", sorted(WRITERS))
+def test_every_writer_rejects_bad_shared_options(name: str) -> None:
+    with pytest.raises(ValueError, match="min-objects"):
+        make_options(name, min_objects=3, max_objects=2)
+    fields = {f.name for f in dataclasses.fields(WRITERS[name].options)}
+    if "size" in fields:
+        with pytest.raises(ValueError, match="--size"):
+            make_options(name, size=15)
+    if "crf" in fields:
+        with pytest.raises(ValueError, match="--crf"):
+            make_options(name, crf=60)
