@@ -409,6 +409,20 @@ def with_answer(tok: Any, prompt: list[int], answer: str) -> tuple[list[int], li
     return prompt + ans, [-100] * len(prompt) + ans
 
 
+def conversation(tok: Any, prompt: list[int], answer: str, more: Sequence[tuple[str, str]] = ()) -> tuple:
+    """Multi-turn ids and labels: the first turn, then ``<s>[INST] q [/INST] a</s>`` per further (q, a) pair.
+
+    Every question is -100; every answer and its ``</s>`` are supervised (spec §3).
+    """
+    ids, labels = with_answer(tok, prompt, answer)
+    for q, a in more:
+        turn_ids, turn_labels = with_answer(
+            tok, [tok.bos_token_id] + encode(tok, "[INST] " + q + INST_END), a
+        )
+        ids, labels = ids + turn_ids, labels + turn_labels
+    return ids, labels
+
+
 # ---------------------------------------------------------------------------------------------- datasets
 
 

@@ -52,6 +52,13 @@ class RCOptions:
             "ViT patch), one object a cell, so a box follows from the cell and the size (toy grounding aid)"
         },
     )
+    train_single_fraction: float = field(
+        default=0.0,
+        metadata={
+            "help": "fraction of train-split images drawn with a single object (a localisation curriculum "
+            "for a model learning from scratch; val and test keep min_objects..max_objects)"
+        },
+    )
     position_captions: bool = field(
         default=False,
         metadata={
@@ -64,6 +71,8 @@ class RCOptions:
         _check_common(self)
         if self.grid_positions < 0 or self.grid_positions > self.size // 2:
             raise ValueError(f"--grid-positions must be in [0, size / 2], got {self.grid_positions}")
+        if not 0.0 <= self.train_single_fraction <= 1.0:
+            raise ValueError(f"--train-single-fraction must be in [0, 1], got {self.train_single_fraction}")
         if not 0.0 <= self.large_prob <= 1.0:
             raise ValueError(f"--large-prob must be in [0, 1], got {self.large_prob}")
         if not (
@@ -93,13 +102,15 @@ def snap_to_grid(scene: Scene, size: int, cell: int) -> bool:
     return len(cells) == len(scene.objects)
 
 
-def sample_rc_scene(rng: np.random.Generator, opts: RCOptions, tries: int = 64) -> Scene:
+def sample_rc_scene(
+    rng: np.random.Generator, opts: RCOptions, tries: int = 64, single: bool = False
+) -> Scene:
     """A still scene; drawn again (up to ``tries``) while a small object loses a ``large_prob`` coin toss.
 
     With ``grid_positions`` the centres are snapped to the grid, and scenes with two objects in one cell
-    are drawn again as well.
+    are drawn again as well. ``single``: one object, whatever ``min_objects``/``max_objects`` say.
     """
-    num = (opts.min_objects, opts.max_objects)
+    num = (1, 1) if single else (opts.min_objects, opts.max_objects)
     scene = sample_scene(rng, num_objects=num, num_events=0, num_frames=1)
     for _ in range(tries):
         ok = all(o.size == "large" or rng.random() >= opts.large_prob for o in scene.objects)
@@ -173,7 +184,10 @@ def annotate(scene: Scene, rng: np.random.Generator, opts: RCOptions) -> dict[st
 def _render(ctx: WriteContext, i: int, opts: RCOptions) -> tuple[str, Scene, dict[str, Any]]:
     from PIL import Image
 
-    scene = sample_rc_scene(ctx.rng(i), opts)
+    rng = ctx.rng(i)
+    frac = opts.train_single_fraction  # no draw at 0, so the default data stay as they were
+    single = frac > 0 and split_of(i, ctx.num, opts) == "train" and rng.random() < frac
+    scene = sample_rc_scene(rng, opts, single=single)
     rel = f"images/{i:06d}.png"
     Image.fromarray(render_image(scene, opts.size)).save(ctx.root / rel, format="PNG")
     return rel, scene, annotate(scene, ctx.rng(i, 1), opts)

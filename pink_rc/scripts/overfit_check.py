@@ -16,6 +16,7 @@ import torch
 from pink_rc.data import PinkDataModule, chat_prompt, collate, make_task, with_answer
 from pink_rc.metrics import iou, parse_box
 from pink_rc.model import IM_PATCH, PinkConfig, PinkModel
+from pink_rc.scripts.grounding_probe import TINY_LLM, TINY_VISION
 
 
 def main(argv: list[str] | None = None) -> float:
@@ -39,24 +40,14 @@ def main(argv: list[str] | None = None) -> float:
     dm.prepare_data()
     dm.setup("fit")
     tok = dm.tokenizer
-    llm = dict(
-        vocab_size=tok.num_orig_tokens,
-        hidden_size=64,
-        num_hidden_layers=2,
-        num_attention_heads=4,
-        intermediate_size=172,
-        max_position_embeddings=256,
-    )
-    vis = dict(
-        hidden_size=32,
-        intermediate_size=128,
-        num_hidden_layers=3,
-        num_attention_heads=2,
-        image_size=64,
-        patch_size=8,
-    )
     model = PinkModel(
-        PinkConfig(llm_config=llm, vision_config=vis, adapter_rank=4), len(tok), tok.num_orig_tokens
+        PinkConfig(
+            llm_config={**TINY_LLM, "vocab_size": tok.num_orig_tokens},
+            vision_config=TINY_VISION,
+            adapter_rank=4,
+        ),
+        len(tok),
+        tok.num_orig_tokens,
     )
     model.set_trainable(2, train_llm=True)
     model.vision.requires_grad_(True)

@@ -89,3 +89,17 @@ def test_grid_positions_put_each_object_in_its_own_cell_centre(tmp_path: Path) -
                 assert abs(cx % 8 - 4.5) <= 1.5, o
     with pytest.raises(ValueError, match="grid-positions"):
         RCOptions(grid_positions=-1)
+
+
+def test_train_single_fraction_thins_the_train_split_only(tmp_path: Path) -> None:
+    base = generate("pink_rc", tmp_path / "a", num=30, seed=4)
+    cur = generate("pink_rc", tmp_path / "b", num=30, seed=4, train_single_fraction=1.0)
+    counts = lambda root, split: [  # noqa: E731
+        len(json.loads(x)["objects"]) for x in (root / f"{split}.jsonl").read_text().splitlines()
+    ]
+    assert set(counts(cur, "train")) == {1}
+    assert min(counts(base, "train")) >= 2
+    for split in ("val", "test"):  # evaluation images keep 2-4 objects, the same scenes as without the option
+        assert counts(cur, split) == counts(base, split) and min(counts(cur, split)) >= 2
+    with pytest.raises(ValueError, match="train-single-fraction"):
+        RCOptions(train_single_fraction=1.5)

@@ -88,5 +88,7 @@ def test_configs_parse_with_the_cli(overlays: list[str], capsys: pytest.CaptureF
     assert printed["model"]["config"]["select_layer"] == -2
     assert printed["model"]["config"]["adapters_vision"] == ("exp/frozen_vit.yaml" not in overlays)
     assert "num_patches" not in printed["data"]  # linked from the vision config, stated once
-    aids = "exp/grounding_aids.yaml" in overlays  # toy grounding aids: off unless the overlay asks
-    assert printed["model"]["config"]["toy_pos_sincos"] == (1.0 if aids else 0.0)
+    toy = "tiny.yaml" in overlays  # the sin-cos position init is a toy setting: off for the real tower
+    assert printed["model"]["config"]["toy_pos_sincos"] == (1.0 if toy else 0.0)
+    if overlays in ([], ["tiny.yaml"]):
+        assert printed["model"]["lr"] == 5e-4  # the paper's stage-2 lr, the toy run's too

@@ -13,6 +13,7 @@ from pink_rc.data import (
     build_tokenizer,
     chat_prompt,
     collate,
+    conversation,
     in_quadrant,
     make_task,
     read_llava,
@@ -172,6 +173,17 @@ def test_labels_supervise_only_the_answer_and_eos() -> None:
     ids, labels = with_answer(tok, prompt, "red circle")
     assert labels[: len(prompt)] == [-100] * len(prompt)
     assert labels[len(prompt) :] == ids[len(prompt) :] and ids[-1] == tok.eos_token_id
+
+
+def test_later_turns_supervise_only_their_answers() -> None:
+    tok = build_tokenizer(["red circle blue star", "And this?"])
+    prompt = chat_prompt(tok, "Name it.", num_patches=2)
+    ids, labels = conversation(tok, prompt, "red circle", [("And this?", "blue star")])
+    text = tok.decode([i for i, lab in zip(ids, labels, strict=True) if lab != -100])
+    assert text.split() == ["red", "circle", "</s>", "blue", "star", "</s>"]
+    assert tok.decode(ids[len(prompt) :]).split() == (
+        "red circle </s> <s> [ INST ] And this ? [ / INST ] blue star </s>".split()
+    )
 
 
 def test_collate_pads_left_for_generation() -> None:

@@ -99,3 +99,14 @@ def test_refs_pickle_is_converted_once_to_json(tmp_path: Path) -> None:
     assert json.loads((tmp_path / "refs(unc).json").read_text()) == refs
     assert convert_refs(tmp_path) == []
     assert re.search("refs", (tmp_path / "refs(unc).json").name)
+
+
+def test_grounding_probe_trains_and_scores_both_splits(tmp_path: Path) -> None:
+    from pink_rc.scripts.grounding_probe import main
+
+    root = str(tmp_path / "probe")
+    args = ["--root", root, "--num", "12", "--min-objects", "1", "--max-objects", "2", "--batch-size", "2"]
+    out = main([*args, "--steps", "3", "--every", "2", "--turns", "2", "--caption-steps", "1"])
+    assert sorted(out) == [2, 3]  # every --every steps and at the end
+    assert all(0.0 <= v <= 1.0 and 0.0 <= t <= 1.0 for v, t in out.values())
+    assert (Path(root) / "val.jsonl").exists() and (Path(root + "_refcoco") / "refs(unc).json").exists()

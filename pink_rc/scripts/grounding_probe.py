@@ -1,0 +1,190 @@
+"""Toy diagnostic: how fast does the tiny model learn VisualGrounding, and what holds it back?
+
+``python -m pink_rc.scripts.grounding_probe [--min-objects 1 --max-objects 1] [--lr 5e-4] [--steps 3000]``
+writes (once) a toy ``pink_rc`` dataset with the given object counts, then trains the tiny model of
+``tiny.yaml`` (every weight trainable, the vision tower included; no stage 0/1) on VisualGrounding prompts of
+random training images, and every ``--every`` steps decodes 100 validation and 100 training prompts greedily
+and prints REC accuracy at IoU > 0.5. Not Pink's recipe: a probe of learnability, one knob at a time.
+
+Also: ``--train-images N`` (a subset), ``--val-root`` (validate on another probe folder, e.g. 2-4 objects
+while training on 1-4), ``--turns K`` (K grounding turns per conversation), ``--layers``, ``--caption-steps``
+with ``--position-captions`` (a caption warm-up first). Results: ``pink_rc/README.md``, "Grounding probes".
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from pink_rc.data import (
+    ImageStore,
+    PinkDataModule,
+    caption_prompt,
+    chat_prompt,
+    collate,
+    conversation,
+    make_task,
+    read_pink_jsonl,
+    with_answer,
+)
+from pink_rc.metrics import iou, parse_box
+from pink_rc.model import IM_PATCH, PinkConfig, PinkModel
+
+TINY_LLM = dict(
+    hidden_size=64,
+    num_hidden_layers=2,
+    num_attention_heads=4,
+    intermediate_size=172,
+    max_position_embeddings=256,
+)  # tiny.yaml
+TINY_VISION = dict(
+    hidden_size=32,
+    intermediate_size=128,
+    num_hidden_layers=3,
+    num_attention_heads=2,
+    image_size=64,
+    patch_size=8,
+)
+
+
+def grounding_items(records: list[dict], rng: np.random.Generator) -> list[tuple[dict, str, str]]:
+    """One (record, instruction, answer) VisualGrounding draw per record that has a described object."""
+    out = []
+    for rec in records:
+        pair = make_task(rec, "VisualGrounding", rng)
+        if pair is not None:
+            out.append((rec, *pair))
+    return out
+
+
+def rec_accuracy(model: PinkModel, tok, items, images: ImageStore, im: int) -> float:  # noqa: ANN001
+    """Greedy REC accuracy (IoU > 0.5, a malformed answer wrong) of ``(record, question, answer)`` items."""
+    model.eval()
+    batch = collate(
+        [
+            {"input_ids": chat_prompt(tok, q, model.num_patches), "pixel_values": images(r["image"])}
+            for r, q, _ in items
+        ],
+        tok.pad_token_id,
+        left=True,
+    )
+    with torch.no_grad():
+        out = model.generate(
+            batch["input_ids"], batch["attention_mask"], batch["pixel_values"], im, tok.eos_token_id, 28
+        )
+    hits = []
+    for text, (r, _, ans) in zip(tok.batch_decode(out, skip_special_tokens=True), items, strict=True):
+        box, err = parse_box(text, r["width"], r["height"])
+        hits.append(not err and iou(box, parse_box(ans, r["width"], r["height"])[0]) > 0.5)
+    model.train()
+    return float(np.mean(hits))
+
+
+def main(argv: list[str] | None = None) -> dict[int, tuple[float, float]]:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument(
+        "--root", default=None, help="toy data folder (default data/toy/pink_rc_probe_<min>-<max>)"
+    )
+    p.add_argument(
+        "--val-root",
+        default=None,
+        help="validation data of another probe folder (e.g. 2-4 objects "
+        "while training on 1-4); '' evaluates on the training images only",
+    )
+    p.add_argument("--num", type=int, default=1500, help="toy images (80 %% train)")
+    p.add_argument("--min-objects", type=int, default=2)
+    p.add_argument("--max-objects", type=int, default=4)
+    p.add_argument("--train-images", type=int, default=0, help="> 0: train on the first N images only")
+    p.add_argument("--steps", type=int, default=3000)
+    p.add_argument("--every", type=int, default=1000)
+    p.add_argument("--batch-size", type=int, default=16)
+    p.add_argument("--lr", type=float, default=5e-4)
+    p.add_argument("--sincos", type=float, default=1.0, help="model.config.toy_pos_sincos (0: CLIP's init)")
+    p.add_argument("--position-captions", action="store_true", help="writer option position_captions")
+    p.add_argument("--caption-steps", type=int, default=0, help="first train on the (position) captions")
+    p.add_argument("--turns", type=int, default=1, help="grounding turns per training conversation")
+    p.add_argument("--layers", type=int, default=2, help="toy LLM layers")
+    p.add_argument("--seed", type=int, default=0)
+    args = p.parse_args(argv)
+    torch.set_num_threads(1)
+    torch.manual_seed(args.seed)
+    root = args.root or f"data/toy/pink_rc_probe_{args.min_objects}-{args.max_objects}"
+    opts = {"min_objects": args.min_objects, "max_objects": args.max_objects, "large_prob": 0.8}
+    if args.position_captions:
+        opts["position_captions"] = True
+    dm = PinkDataModule(
+        stage=2,
+        root=root,
+        refcoco_root=root + "_refcoco",
+        toy=True,
+        toy_num=args.num,
+        toy_options=opts,
+        image_size=64,
+        num_patches=64,
+        max_length=256,
+    )
+    dm.prepare_data()
+    dm.setup("fit")
+    tok = dm.tokenizer
+    cfg = PinkConfig(
+        llm_config={**TINY_LLM, "vocab_size": tok.num_orig_tokens, "num_hidden_layers": args.layers},
+        vision_config=TINY_VISION,
+        adapter_rank=4,
+        toy_pos_sincos=args.sincos,
+    )
+    model = PinkModel(cfg, len(tok), tok.num_orig_tokens)
+    model.set_trainable(2, train_llm=True, train_vision=True)
+    im = tok.convert_tokens_to_ids(IM_PATCH)
+    rng = np.random.default_rng(args.seed)
+    train = [r for r in dm.train_records if any(o.get("description") for o in r["objects"])]
+    if args.train_images:
+        train = train[: args.train_images]
+    eval_rng = np.random.default_rng(1234)
+    train_items = grounding_items(train[:100], eval_rng)
+    val_items, val_images = train_items, dm.images
+    if args.val_root != "":
+        vroot = Path(args.val_root or root)
+        val_items = grounding_items(read_pink_jsonl(vroot / "val.jsonl")[:100], eval_rng)
+        val_images = ImageStore(vroot, 64)
+    opt = torch.optim.AdamW([q for q in model.parameters() if q.requires_grad], lr=args.lr, weight_decay=0.0)
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: min(1.0, (s + 1) / 100))
+    results, t0 = {}, time.time()
+    caps = [(c["image"], c["conversations"][-1]["value"]) for c in dm.captions]
+    for step in range(1 - args.caption_steps, args.steps + 1):
+        rows = []
+        for i in rng.integers(len(caps) if step <= 0 else len(train), size=args.batch_size):
+            if step <= 0:  # caption warm-up: the image, then its caption
+                image, (ids, labels) = caps[i][0], with_answer(tok, caption_prompt(tok, 64), caps[i][1])
+            else:
+                (_, q, ans), *more = grounding_items([train[i]] * args.turns, rng)
+                more = [(q2, a2) for _, q2, a2 in more]
+                image, (ids, labels) = (
+                    train[i]["image"],
+                    conversation(tok, chat_prompt(tok, q, 64), ans, more),
+                )
+            rows.append({"input_ids": ids, "labels": labels, "pixel_values": dm.images(image)})
+        b = collate(rows, tok.pad_token_id)
+        loss = model(b["input_ids"], b["attention_mask"], b["pixel_values"], im, b["labels"]).loss
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        opt.step()
+        sched.step()
+        opt.zero_grad()
+        if step > 0 and (step % args.every == 0 or step == args.steps):
+            val = rec_accuracy(model, tok, val_items, val_images, im)
+            tr = rec_accuracy(model, tok, train_items, dm.images, im)
+            results[step] = (val, tr)
+            print(
+                f"step {step}: loss {loss.item():.3f}, val REC {val:.2f}, train REC {tr:.2f} "
+                f"({time.time() - t0:.0f} s)",
+                flush=True,
+            )
+    return results
+
+
+if __name__ == "__main__":
+    main()
