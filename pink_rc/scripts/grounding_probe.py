@@ -51,6 +51,15 @@ TINY_VISION = dict(
 )
 
 
+def toy_data(root: str, num: int, options: dict) -> PinkDataModule:
+    """The stage-2 DataModule over toy data in ``root`` (the ``pink_rc`` and ``refcoco`` writers, once)."""
+    dm = PinkDataModule(stage=2, root=root, refcoco_root=root + "_refcoco", toy=True, toy_num=num,
+                        toy_options=options, image_size=64, num_patches=64, max_length=256)  # fmt: skip
+    dm.prepare_data()
+    dm.setup("fit")
+    return dm
+
+
 def grounding_items(records: list[dict], rng: np.random.Generator) -> list[tuple[dict, str, str]]:
     """One (record, instruction, answer) VisualGrounding draw per record that has a described object."""
     out = []
@@ -108,6 +117,8 @@ def main(argv: list[str] | None = None) -> dict[int, tuple[float, float]]:
     p.add_argument("--caption-steps", type=int, default=0, help="first train on the (position) captions")
     p.add_argument("--turns", type=int, default=1, help="grounding turns per training conversation")
     p.add_argument("--layers", type=int, default=2, help="toy LLM layers")
+    p.add_argument("--heads", type=int, default=4, help="toy LLM attention heads")
+    p.add_argument("--rope-theta", type=float, default=10000.0, help="toy LLM RoPE base")
     p.add_argument("--seed", type=int, default=0)
     args = p.parse_args(argv)
     torch.set_num_threads(1)
@@ -116,22 +127,16 @@ def main(argv: list[str] | None = None) -> dict[int, tuple[float, float]]:
     opts = {"min_objects": args.min_objects, "max_objects": args.max_objects, "large_prob": 0.8}
     if args.position_captions:
         opts["position_captions"] = True
-    dm = PinkDataModule(
-        stage=2,
-        root=root,
-        refcoco_root=root + "_refcoco",
-        toy=True,
-        toy_num=args.num,
-        toy_options=opts,
-        image_size=64,
-        num_patches=64,
-        max_length=256,
-    )
-    dm.prepare_data()
-    dm.setup("fit")
+    dm = toy_data(root, args.num, opts)
     tok = dm.tokenizer
     cfg = PinkConfig(
-        llm_config={**TINY_LLM, "vocab_size": tok.num_orig_tokens, "num_hidden_layers": args.layers},
+        llm_config={
+            **TINY_LLM,
+            "vocab_size": tok.num_orig_tokens,
+            "num_hidden_layers": args.layers,
+            "num_attention_heads": args.heads,
+            "rope_theta": args.rope_theta,
+        },
         vision_config=TINY_VISION,
         adapter_rank=4,
         toy_pos_sincos=args.sincos,

@@ -13,10 +13,10 @@ import argparse
 import numpy as np
 import torch
 
-from pink_rc.data import PinkDataModule, chat_prompt, collate, make_task, with_answer
+from pink_rc.data import chat_prompt, collate, make_task, with_answer
 from pink_rc.metrics import iou, parse_box
 from pink_rc.model import IM_PATCH, PinkConfig, PinkModel
-from pink_rc.scripts.grounding_probe import TINY_LLM, TINY_VISION
+from pink_rc.scripts.grounding_probe import TINY_LLM, TINY_VISION, toy_data
 
 
 def main(argv: list[str] | None = None) -> float:
@@ -26,19 +26,7 @@ def main(argv: list[str] | None = None) -> float:
     args = p.parse_args(argv)
     torch.set_num_threads(1)
     torch.manual_seed(0)
-    dm = PinkDataModule(
-        stage=2,
-        root="data/toy/pink_rc",
-        refcoco_root="data/toy/pink_rc_refcoco",
-        toy=True,
-        toy_num=1500,
-        toy_options={"min_objects": 2, "max_objects": 4, "large_prob": 0.8},
-        image_size=64,
-        num_patches=64,
-        max_length=256,
-    )
-    dm.prepare_data()
-    dm.setup("fit")
+    dm = toy_data("data/toy/pink_rc", 1500, {"min_objects": 2, "max_objects": 4, "large_prob": 0.8})
     tok = dm.tokenizer
     model = PinkModel(
         PinkConfig(
