@@ -11,9 +11,11 @@ from __future__ import annotations
 
 import argparse
 import csv
+import os
 import statistics
 from pathlib import Path
 
+from common.cli import RUN_VERSION_ENV
 from pink_rc.scripts.toy import CONFIGS, run_stage
 
 KEYS = (
@@ -29,6 +31,7 @@ ARMS = {"vision_adapters": [], "frozen_vit": ["--config", str(CONFIGS / "exp" / 
 def run_seed(seed: int, extra: list[str], name: str) -> None:
     """Stages 0 and 1 once, then stage 2 for each arm."""
     base = [*extra, "--seed_everything", str(seed), "--data.seed", str(seed)]
+    os.environ.pop(RUN_VERSION_ENV, None)  # a new run folder per seed, even when the seeds share a process
     ckpt = None
     for stage in (0, 1):
         ckpt = run_stage(stage, base, ckpt, f"{name}-s{seed}")

@@ -110,3 +110,35 @@ def test_grounding_probe_trains_and_scores_both_splits(tmp_path: Path) -> None:
     assert sorted(out) == [2, 3]  # every --every steps and at the end
     assert all(0.0 <= v <= 1.0 and 0.0 <= t <= 1.0 for v, t in out.values())
     assert (Path(root) / "val.jsonl").exists() and (Path(root + "_refcoco") / "refs(unc).json").exists()
+
+
+def test_ablation_gives_each_seed_its_own_run_folders(tmp_path: Path, monkeypatch) -> None:  # noqa: ANN001
+    import os
+
+    from common.cli import RUN_VERSION_ENV
+    from pink_rc.scripts import ablation
+
+    seen = []
+
+    def fake_stage(stage: int, extra: list[str], init_from: str | None, exp: str) -> str:
+        seen.append((exp, os.environ.get(RUN_VERSION_ENV)))
+        seed = extra[extra.index("--seed_everything") + 1]
+        os.environ.setdefault(RUN_VERSION_ENV, f"s{seed}")  # what the CLI does on its first run
+        return f"{exp}.ckpt"
+
+    monkeypatch.setattr(ablation, "run_stage", fake_stage)
+    monkeypatch.setenv(RUN_VERSION_ENV, "stale")
+    for seed in (0, 1):
+        ablation.run_seed(seed, [], "abl")
+    assert [e for e, _ in seen] == ["abl-s0", "abl-s0", "abl-vision_adapters", "abl-frozen_vit"] + [
+        "abl-s1", "abl-s1", "abl-vision_adapters", "abl-frozen_vit"
+    ]  # fmt: skip
+    assert [v for _, v in seen] == [None, "s0", "s0", "s0", None, "s1", "s1", "s1"]
+    for seed, rec in ((0, 0.1), (1, 0.3)):  # the summary reads the last validation of every seed's folder
+        for arm in ablation.ARMS:
+            run = tmp_path / "pink_rc" / f"abl-{arm}" / f"s{seed}"
+            run.mkdir(parents=True)
+            header = "step," + ",".join(ablation.KEYS)
+            (run / "metrics.csv").write_text(f"{header}\n1,{rec},0.5,0.7,0.0,0.4\n2,,,,,\n")
+    table = ablation.summarise(tmp_path, "abl")
+    assert "| vision_adapters | 2 | 0.200 ± 0.141 (0.10, 0.30) |" in table
