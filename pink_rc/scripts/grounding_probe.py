@@ -70,8 +70,22 @@ def grounding_items(records: list[dict], rng: np.random.Generator) -> list[tuple
     return out
 
 
-def rec_accuracy(model: PinkModel, tok, items, images: ImageStore, im: int) -> float:  # noqa: ANN001
-    """Greedy REC accuracy (IoU > 0.5, a malformed answer wrong) of ``(record, question, answer)`` items."""
+def expression_kind(question: str) -> str:
+    """``colour``, ``shape``, ``colour+shape`` or ``other``: what a toy expression names."""
+    from common.toyworld.scene import COLOURS, SHAPES
+
+    words = set(question.replace("<des>", " ").replace("</des>", " ").split())
+    kind = "+".join(k for k, vocab in (("colour", COLOURS), ("shape", SHAPES)) if words & set(vocab))
+    return kind or "other"
+
+
+def rec_accuracy(model: PinkModel, tok, items, images: ImageStore, im: int) -> dict[str, float]:  # noqa: ANN001
+    """Greedy REC of ``(record, question, answer)`` items.
+
+    ``rec``: IoU > 0.5 (a malformed answer wrong); ``object``: the answer overlaps the described object more
+    than any other object of the image (binding, whatever the box precision); ``rec/<kind>`` per
+    :func:`expression_kind`.
+    """
     model.eval()
     batch = collate(
         [
@@ -85,12 +99,21 @@ def rec_accuracy(model: PinkModel, tok, items, images: ImageStore, im: int) -> f
         out = model.generate(
             batch["input_ids"], batch["attention_mask"], batch["pixel_values"], im, tok.eos_token_id, 28
         )
-    hits = []
-    for text, (r, _, ans) in zip(tok.batch_decode(out, skip_special_tokens=True), items, strict=True):
+    hits, right, kinds = [], [], {}
+    for text, (r, q, ans) in zip(tok.batch_decode(out, skip_special_tokens=True), items, strict=True):
         box, err = parse_box(text, r["width"], r["height"])
-        hits.append(not err and iou(box, parse_box(ans, r["width"], r["height"])[0]) > 0.5)
+        target = parse_box(ans, r["width"], r["height"])[0]
+        hit = not err and iou(box, target) > 0.5
+        hits.append(hit)
+        kinds.setdefault(expression_kind(q), []).append(hit)
+        if not err:
+            best = max(r["objects"], key=lambda o: iou(box, o["bbox"]))
+            right.append(iou(box, best["bbox"]) > 0 and iou(best["bbox"], target) > 0.99)
+        else:
+            right.append(False)
     model.train()
-    return float(np.mean(hits))
+    out = {"rec": float(np.mean(hits)), "object": float(np.mean(right))}
+    return out | {f"rec/{k}": float(np.mean(v)) for k, v in sorted(kinds.items())}
 
 
 def main(argv: list[str] | None = None) -> dict[int, tuple[float, float]]:
@@ -180,12 +203,13 @@ def main(argv: list[str] | None = None) -> dict[int, tuple[float, float]]:
         sched.step()
         opt.zero_grad()
         if step > 0 and (step % args.every == 0 or step == args.steps):
-            val = rec_accuracy(model, tok, val_items, val_images, im)
-            tr = rec_accuracy(model, tok, train_items, dm.images, im)
+            scores = rec_accuracy(model, tok, val_items, val_images, im)
+            val, tr = scores["rec"], rec_accuracy(model, tok, train_items, dm.images, im)["rec"]
             results[step] = (val, tr)
             print(
                 f"step {step}: loss {loss.item():.3f}, val REC {val:.2f}, train REC {tr:.2f} "
-                f"({time.time() - t0:.0f} s)",
+                f"({time.time() - t0:.0f} s); val right object {scores['object']:.2f}, by expression: "
+                + ", ".join(f"{k[4:]} {v:.2f}" for k, v in scores.items() if k.startswith("rec/")),
                 flush=True,
             )
     return results

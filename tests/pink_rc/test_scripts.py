@@ -142,3 +142,12 @@ def test_ablation_gives_each_seed_its_own_run_folders(tmp_path: Path, monkeypatc
             (run / "metrics.csv").write_text(f"{header}\n1,{rec},0.5,0.7,0.0,0.4\n2,,,,,\n")
     table = ablation.summarise(tmp_path, "abl")
     assert "| vision_adapters | 2 | 0.200 ± 0.141 (0.10, 0.30) |" in table
+
+
+def test_expression_kind_names_what_a_toy_expression_refers_by() -> None:
+    from pink_rc.scripts.grounding_probe import expression_kind
+
+    assert expression_kind("Where is <des>the red object</des>?") == "colour"
+    assert expression_kind("Locate <des>the cross</des> in the image.") == "shape"
+    assert expression_kind("Give the bounding box of <des>the big blue star</des>.") == "colour+shape"
+    assert expression_kind("Where is <des>the small object</des>?") == "other"
