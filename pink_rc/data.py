@@ -409,7 +409,9 @@ def with_answer(tok: Any, prompt: list[int], answer: str) -> tuple[list[int], li
     return prompt + ans, [-100] * len(prompt) + ans
 
 
-def conversation(tok: Any, prompt: list[int], answer: str, more: Sequence[tuple[str, str]] = ()) -> tuple:
+def conversation(
+    tok: Any, prompt: list[int], answer: str, more: Sequence[tuple[str, str]] = ()
+) -> tuple[list[int], list[int]]:
     """Multi-turn ids and labels: the first turn, then ``<s>[INST] q [/INST] a</s>`` per further (q, a) pair.
 
     Every question is -100; every answer and its ``</s>`` are supervised (spec §3).
