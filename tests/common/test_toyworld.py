@@ -449,6 +449,19 @@ def test_same_seed_gives_identical_annotation_files(msrvtt, tmp_path):
     assert (msrvtt / "videos" / "video3.mp4").read_bytes() == (again / "videos" / "video3.mp4").read_bytes()
 
 
+def test_the_mp4_encoder_gives_the_same_bytes_every_time(msrvtt, tmp_path):
+    # video3's frames gave 2-3 different libx264 encodings (one thread) until mbtree was switched off
+    from common.toyworld.writers import write_mp4
+
+    meta = json.loads((msrvtt / META_FILE).read_text())["videos"]
+    frames = render_video(Scene.from_dict(meta[3]["scene"])).frames
+    outs = []
+    for k in range(16):
+        write_mp4(tmp_path / f"{k}.mp4", frames, fps=5.0)
+        outs.append((tmp_path / f"{k}.mp4").read_bytes())
+    assert len(set(outs)) == 1
+
+
 def test_generation_is_idempotent_and_rebuilds_on_a_new_spec(tmp_path):
     out = tmp_path / "ds"
     generate("msrvtt", out=out, num=10, seed=0)
