@@ -7,8 +7,9 @@ random training images, and every ``--every`` steps decodes 100 validation and 1
 and prints REC accuracy at IoU > 0.5. Not Pink's recipe: a probe of learnability, one knob at a time.
 
 Also: ``--train-images N`` (a subset), ``--val-root`` (validate on another probe folder, e.g. 2-4 objects
-while training on 1-4), ``--turns K`` (K grounding turns per conversation), ``--layers``, ``--caption-steps``
-with ``--position-captions`` (a caption warm-up first). Results: ``pink_rc/README.md``, "Grounding probes".
+while training on 1-4), ``--turns K`` (K grounding turns per conversation), ``--layers``, ``--heads``,
+``--rope-theta``, ``--caption-steps`` with ``--position-captions`` (a caption warm-up first).
+Results: ``pink_rc/README.md``, "Grounding probes".
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+import yaml
 
 from pink_rc.data import (
     ImageStore,
@@ -34,21 +36,9 @@ from pink_rc.data import (
 from pink_rc.metrics import iou, parse_box
 from pink_rc.model import IM_PATCH, PinkConfig, PinkModel
 
-TINY_LLM = dict(
-    hidden_size=64,
-    num_hidden_layers=2,
-    num_attention_heads=4,
-    intermediate_size=172,
-    max_position_embeddings=256,
-)  # tiny.yaml
-TINY_VISION = dict(
-    hidden_size=32,
-    intermediate_size=128,
-    num_hidden_layers=3,
-    num_attention_heads=2,
-    image_size=64,
-    patch_size=8,
-)
+# The tiny model's sizes, read from tiny.yaml so the probe and the toy run cannot drift apart.
+_TINY = yaml.safe_load((Path(__file__).resolve().parents[1] / "configs" / "tiny.yaml").read_text())["model"]
+TINY_LLM, TINY_VISION = _TINY["config"]["llm_config"], _TINY["config"]["vision_config"]
 
 
 def toy_data(root: str, num: int, options: dict) -> PinkDataModule:
@@ -166,7 +156,7 @@ def main(argv: list[str] | None = None) -> dict[int, tuple[float, float]]:
     )
     model = PinkModel(cfg, len(tok), tok.num_orig_tokens)
     model.set_trainable(2, train_llm=True, train_vision=True)
-    im = tok.convert_tokens_to_ids(IM_PATCH)
+    im, P = tok.convert_tokens_to_ids(IM_PATCH), model.num_patches
     rng = np.random.default_rng(args.seed)
     train = [r for r in dm.train_records if any(o.get("description") for o in r["objects"])]
     if args.train_images:
@@ -186,13 +176,13 @@ def main(argv: list[str] | None = None) -> dict[int, tuple[float, float]]:
         rows = []
         for i in rng.integers(len(caps) if step <= 0 else len(train), size=args.batch_size):
             if step <= 0:  # caption warm-up: the image, then its caption
-                image, (ids, labels) = caps[i][0], with_answer(tok, caption_prompt(tok, 64), caps[i][1])
+                image, (ids, labels) = caps[i][0], with_answer(tok, caption_prompt(tok, P), caps[i][1])
             else:
                 (_, q, ans), *more = grounding_items([train[i]] * args.turns, rng)
                 more = [(q2, a2) for _, q2, a2 in more]
                 image, (ids, labels) = (
                     train[i]["image"],
-                    conversation(tok, chat_prompt(tok, q, 64), ans, more),
+                    conversation(tok, chat_prompt(tok, q, P), ans, more),
                 )
             rows.append({"input_ids": ids, "labels": labels, "pixel_values": dm.images(image)})
         b = collate(rows, tok.pad_token_id)
