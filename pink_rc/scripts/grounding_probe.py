@@ -8,7 +8,11 @@ and prints REC accuracy at IoU > 0.5. Not Pink's recipe: a probe of learnability
 
 Also: ``--train-images N`` (a subset), ``--val-root`` (validate on another probe folder, e.g. 2-4 objects
 while training on 1-4), ``--turns K`` (K grounding turns per conversation), ``--layers``, ``--heads``,
-``--rope-theta``, ``--caption-steps`` with ``--position-captions`` (a caption warm-up first).
+``--hidden``, ``--rope-theta``, ``--init-range`` (the LLM's init std), ``--caption-steps`` with
+``--position-captions`` (a caption warm-up first), and two diagnostics that leave Pink's recipe on purpose:
+``--prompt question-first`` (the instruction before the image) and ``--oracle-words`` (each patch inside an
+object also carries the LLM's embeddings of that object's colour and shape words). Train REC is scored on
+training images with at least two objects (when there are any), like the 2-4-object val images.
 Results: ``pink_rc/README.md``, "Grounding probes".
 """
 
@@ -23,12 +27,14 @@ import torch
 import yaml
 
 from pink_rc.data import (
+    INST_END,
     ImageStore,
     PinkDataModule,
     caption_prompt,
     chat_prompt,
     collate,
     conversation,
+    encode,
     make_task,
     read_pink_jsonl,
     with_answer,
@@ -69,7 +75,54 @@ def expression_kind(question: str) -> str:
     return kind or "other"
 
 
-def rec_accuracy(model: PinkModel, tok, items, images: ImageStore, im: int) -> dict[str, float]:  # noqa: ANN001
+def question_first_prompt(tok, instruction: str, num_patches: int) -> list[int]:  # noqa: ANN001
+    """Diagnostic only (not Pink's template): the instruction before the image, so a patch can see it."""
+    im = tok.convert_tokens_to_ids(IM_PATCH)
+    return (
+        [tok.bos_token_id]
+        + encode(tok, "[INST] " + instruction + "\n")
+        + encode(tok, "Image: ")
+        + [im] * num_patches
+        + encode(tok, INST_END)
+    )
+
+
+PROMPT = {"pink": chat_prompt, "question-first": question_first_prompt}
+
+
+def oracle_word_ids(tok, rec: dict, grid: int = 8, cell: int = 8) -> torch.Tensor:  # noqa: ANN001
+    """Diagnostic: ``(grid * grid, 2)`` token ids of the colour and shape words of the object whose box holds
+    each patch centre (the last such object in the record: drawn on top), -1 where none."""
+    out = torch.full((grid * grid, 2), -1, dtype=torch.long)
+    for o in rec["objects"]:
+        colour, shape = o["name"].split()
+        x0, y0, x1, y1 = o["bbox"]
+        for i in range(grid):
+            for j in range(grid):
+                cx, cy = j * cell + cell / 2, i * cell + cell / 2
+                if x0 <= cx <= x1 and y0 <= cy <= y1:
+                    out[i * grid + j] = torch.tensor(tok.convert_tokens_to_ids([colour, shape]))
+    return out
+
+
+def add_oracle_words(model: PinkModel) -> None:
+    """Diagnostic: the projected patches plus the LLM's own input embeddings of their object's colour and
+    shape words (``model.oracle_ids``, set per batch), i.e. vision features already aligned with the words."""
+    base = model.image_features
+
+    def image_features(pixel_values: torch.Tensor) -> torch.Tensor:
+        ids = model.oracle_ids
+        emb = (model.llm.get_input_embeddings()(ids.clamp(min=0)) * (ids >= 0).unsqueeze(-1)).sum(2)
+        feats = base(pixel_values)  # the words scaled to the patch's norm, so they are not swamped
+        scale = feats.norm(dim=-1, keepdim=True) / emb.norm(dim=-1, keepdim=True).clamp(min=1e-6)
+        return feats + emb * scale.detach()
+
+    model.image_features = image_features
+
+
+def rec_accuracy(
+    model: PinkModel, tok, items, images: ImageStore, im: int, prompt=chat_prompt
+) -> dict[str, float]:  # noqa: ANN001
     """Greedy REC of ``(record, question, answer)`` items.
 
     ``rec``: IoU > 0.5 (a malformed answer wrong); ``object``: the answer overlaps the described object more
@@ -77,9 +130,10 @@ def rec_accuracy(model: PinkModel, tok, items, images: ImageStore, im: int) -> d
     :func:`expression_kind`.
     """
     model.eval()
+    model.oracle_ids = torch.stack([oracle_word_ids(tok, r) for r, _, _ in items])
     batch = collate(
         [
-            {"input_ids": chat_prompt(tok, q, model.num_patches), "pixel_values": images(r["image"])}
+            {"input_ids": prompt(tok, q, model.num_patches), "pixel_values": images(r["image"])}
             for r, q, _ in items
         ],
         tok.pad_token_id,
@@ -131,7 +185,11 @@ def main(argv: list[str] | None = None) -> dict[int, tuple[float, float]]:
     p.add_argument("--turns", type=int, default=1, help="grounding turns per training conversation")
     p.add_argument("--layers", type=int, default=2, help="toy LLM layers")
     p.add_argument("--heads", type=int, default=4, help="toy LLM attention heads")
+    p.add_argument("--hidden", type=int, default=0, help="> 0: toy LLM width (MLP 2.7x), else tiny.yaml's")
     p.add_argument("--rope-theta", type=float, default=10000.0, help="toy LLM RoPE base")
+    p.add_argument("--prompt", choices=tuple(PROMPT), default="pink", help="question-first: a diagnostic")
+    p.add_argument("--init-range", type=float, default=0.0, help="> 0: the toy LLM's initializer_range")
+    p.add_argument("--oracle-words", action="store_true", help="diagnostic: see add_oracle_words")
     p.add_argument("--seed", type=int, default=0)
     args = p.parse_args(argv)
     torch.set_num_threads(1)
@@ -149,6 +207,12 @@ def main(argv: list[str] | None = None) -> dict[int, tuple[float, float]]:
             "num_hidden_layers": args.layers,
             "num_attention_heads": args.heads,
             "rope_theta": args.rope_theta,
+            **({"initializer_range": args.init_range} if args.init_range else {}),
+            **(
+                {"hidden_size": args.hidden, "intermediate_size": args.hidden * 27 // 10}
+                if args.hidden
+                else {}
+            ),
         },
         vision_config=TINY_VISION,
         adapter_rank=4,
@@ -156,13 +220,17 @@ def main(argv: list[str] | None = None) -> dict[int, tuple[float, float]]:
     )
     model = PinkModel(cfg, len(tok), tok.num_orig_tokens)
     model.set_trainable(2, train_llm=True, train_vision=True)
+    if args.oracle_words:
+        add_oracle_words(model)
     im, P = tok.convert_tokens_to_ids(IM_PATCH), model.num_patches
     rng = np.random.default_rng(args.seed)
     train = [r for r in dm.train_records if any(o.get("description") for o in r["objects"])]
     if args.train_images:
         train = train[: args.train_images]
     eval_rng = np.random.default_rng(1234)
-    train_items = grounding_items(train[:100], eval_rng)
+    # train prompts scored like the val ones: on images with >= 2 objects when there are such images
+    multi = [r for r in train if len(r["objects"]) >= 2] or train
+    train_items = grounding_items(multi[:100], eval_rng)
     val_items, val_images = train_items, dm.images
     if args.val_root != "":
         vroot = Path(args.val_root or root)
@@ -173,7 +241,7 @@ def main(argv: list[str] | None = None) -> dict[int, tuple[float, float]]:
     results, t0 = {}, time.time()
     caps = [(c["image"], c["conversations"][-1]["value"]) for c in dm.captions]
     for step in range(1 - args.caption_steps, args.steps + 1):
-        rows = []
+        rows, recs = [], []
         for i in rng.integers(len(caps) if step <= 0 else len(train), size=args.batch_size):
             if step <= 0:  # caption warm-up: the image, then its caption
                 image, (ids, labels) = caps[i][0], with_answer(tok, caption_prompt(tok, P), caps[i][1])
@@ -182,9 +250,12 @@ def main(argv: list[str] | None = None) -> dict[int, tuple[float, float]]:
                 more = [(q2, a2) for _, q2, a2 in more]
                 image, (ids, labels) = (
                     train[i]["image"],
-                    conversation(tok, chat_prompt(tok, q, P), ans, more),
+                    conversation(tok, PROMPT[args.prompt](tok, q, P), ans, more),
                 )
             rows.append({"input_ids": ids, "labels": labels, "pixel_values": dm.images(image)})
+            recs.append(train[i] if step > 0 else {"objects": []})
+        if args.oracle_words:
+            model.oracle_ids = torch.stack([oracle_word_ids(tok, r) for r in recs])
         b = collate(rows, tok.pad_token_id)
         loss = model(b["input_ids"], b["attention_mask"], b["pixel_values"], im, b["labels"]).loss
         loss.backward()
@@ -193,12 +264,16 @@ def main(argv: list[str] | None = None) -> dict[int, tuple[float, float]]:
         sched.step()
         opt.zero_grad()
         if step > 0 and (step % args.every == 0 or step == args.steps):
-            scores = rec_accuracy(model, tok, val_items, val_images, im)
-            val, tr = scores["rec"], rec_accuracy(model, tok, train_items, dm.images, im)["rec"]
+            scores = rec_accuracy(model, tok, val_items, val_images, im, PROMPT[args.prompt])
+            val = scores["rec"]
+            tr_scores = rec_accuracy(model, tok, train_items, dm.images, im, PROMPT[args.prompt])
+            tr = tr_scores["rec"]
             results[step] = (val, tr)
             print(
                 f"step {step}: loss {loss.item():.3f}, val REC {val:.2f}, train REC {tr:.2f} "
-                f"({time.time() - t0:.0f} s); val right object {scores['object']:.2f}, by expression: "
+                f"({time.time() - t0:.0f} s); right object val {scores['object']:.2f} "
+                f"train {tr_scores['object']:.2f}; "
+                "val by expression: "
                 + ", ".join(f"{k[4:]} {v:.2f}" for k, v in scores.items() if k.startswith("rec/")),
                 flush=True,
             )

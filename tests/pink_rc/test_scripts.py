@@ -151,3 +151,40 @@ def test_expression_kind_names_what_a_toy_expression_refers_by() -> None:
     assert expression_kind("Locate <des>the cross</des> in the image.") == "shape"
     assert expression_kind("Give the bounding box of <des>the big blue star</des>.") == "colour+shape"
     assert expression_kind("Where is <des>the small object</des>?") == "other"
+
+
+def test_probe_diagnostics_run_and_oracle_words_mark_the_covered_patches(tmp_path: Path) -> None:
+    import torch
+
+    from pink_rc.scripts.grounding_probe import main, oracle_word_ids, question_first_prompt
+
+    root = str(tmp_path / "probe")
+    args = ["--root", root, "--num", "12", "--batch-size", "2", "--steps", "2", "--every", "2"]
+    out = main(
+        [*args, "--prompt", "question-first", "--oracle-words", "--hidden", "32", "--init-range", "0.1"]
+    )
+    assert sorted(out) == [2]
+
+    class Tok:  # word -> id stand-in
+        def convert_tokens_to_ids(self, words: list[str]) -> list[int]:
+            return [{"red": 5, "star": 7, "blue": 6, "circle": 8}[w] for w in words]
+
+    rec = {
+        "objects": [
+            {"name": "red star", "bbox": [0, 0, 15, 7]},
+            {"name": "blue circle", "bbox": [60, 60, 63, 63]},
+        ]
+    }
+    ids = oracle_word_ids(Tok(), rec)
+    # patch centres (4, 4) and (12, 4) lie in the red star's box; (60, 60) is the last patch's centre
+    assert ids[0].tolist() == [5, 7] and ids[1].tolist() == [5, 7] and ids[63].tolist() == [6, 8]
+    assert int((ids >= 0).all(1).sum()) == 3 and torch.equal(ids[2], torch.tensor([-1, -1]))
+
+    from pink_rc.scripts.grounding_probe import toy_data
+
+    tok = toy_data(root, 12, {"min_objects": 2, "max_objects": 4, "large_prob": 0.8}).tokenizer
+    prompt = question_first_prompt(tok, "Where is <des>the red star</des>?", 4)
+    im = tok.convert_tokens_to_ids("<im_patch>")
+    first = prompt.index(im)
+    assert prompt[first : first + 4] == [im] * 4 and im not in prompt[first + 4 :]
+    assert tok.convert_tokens_to_ids("<des>") in prompt[:first]  # the question comes before the image
