@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import json
 import logging
+import zlib
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -649,9 +650,10 @@ class PinkDataModule(LightningDataModule):
             texts += [r["predicate"] for r in rec["relations"]]
         texts += ["Object1 is object2.", "N/A", *QUADRANTS, "Describe the image briefly."]
         self.tokenizer = build_tokenizer(texts)
-        rng = np.random.default_rng(hp.seed)
         self.eval_items: dict[str, list[dict[str, Any]]] = {}
-        for split in {hp.val_split, hp.test_split}:
+        for split in (hp.val_split, hp.test_split):
+            # each split's own stream: its prompts do not depend on the other split (or on set order)
+            rng = np.random.default_rng([hp.seed, zlib.crc32(split.encode())])
             rec = rec_eval_items(read_refcoco(hp.refcoco_root, split), rng)[: hp.val_per_task]
             recs = read_pink_jsonl(root / f"{split}.jsonl")
             rc = rc_eval_items(recs, rng)

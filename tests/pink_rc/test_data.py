@@ -220,3 +220,21 @@ def test_readers_name_the_file_and_line_on_bad_input(tmp_path: Path, toy_roots: 
     (tmp_path / "instances.json").write_text((ref / "instances.json").read_text())
     with pytest.raises(FileNotFoundError, match="make data-pink_rc"):
         read_refcoco(tmp_path, "val")
+
+
+def test_each_eval_split_draws_its_prompts_on_its_own(toy_roots: tuple[Path, Path]) -> None:
+    """Val prompts must not depend on which split is read first (a set of split names used to decide, so
+    they changed with the process's string-hash seed)."""
+    from pink_rc.data import PinkDataModule
+
+    pink, ref = toy_roots
+
+    def items(val: str, test: str) -> dict[str, list[str]]:
+        dm = PinkDataModule(stage=2, root=str(pink), refcoco_root=str(ref), val_split=val, test_split=test,
+                            image_size=32, num_patches=16)  # fmt: skip
+        dm.setup("fit")
+        return {s: [x["instruction"] for x in v] for s, v in dm.eval_items.items()}
+
+    both = items("val", "test")
+    assert both["val"] == items("val", "val")["val"] and both["test"] == items("test", "test")["test"]
+    assert both["val"] != both["test"]
