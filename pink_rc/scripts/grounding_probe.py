@@ -92,7 +92,7 @@ PROMPT = {"pink": chat_prompt, "question-first": question_first_prompt}
 
 def oracle_word_ids(tok, rec: dict, grid: int = 8, cell: int = 8) -> torch.Tensor:  # noqa: ANN001
     """Diagnostic: ``(grid * grid, 2)`` token ids of the colour and shape words of the object whose box holds
-    each patch centre (the last such object in the record: drawn on top), -1 where none."""
+    each patch centre (the last such object in the record wins), -1 where none."""
     out = torch.full((grid * grid, 2), -1, dtype=torch.long)
     for o in rec["objects"]:
         colour, shape = o["name"].split()
