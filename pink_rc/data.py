@@ -651,7 +651,7 @@ class PinkDataModule(LightningDataModule):
         texts += ["Object1 is object2.", "N/A", *QUADRANTS, "Describe the image briefly."]
         self.tokenizer = build_tokenizer(texts)
         self.eval_items: dict[str, list[dict[str, Any]]] = {}
-        for split in (hp.val_split, hp.test_split):
+        for split in dict.fromkeys((hp.val_split, hp.test_split)):  # once when val and test are one split
             # each split's own stream: its prompts do not depend on the other split (or on set order)
             rng = np.random.default_rng([hp.seed, zlib.crc32(split.encode())])
             rec = rec_eval_items(read_refcoco(hp.refcoco_root, split), rng)[: hp.val_per_task]

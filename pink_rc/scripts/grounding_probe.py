@@ -120,17 +120,19 @@ def add_oracle_words(model: PinkModel) -> None:
     model.image_features = image_features
 
 
-def rec_accuracy(
-    model: PinkModel, tok, items, images: ImageStore, im: int, prompt=chat_prompt
-) -> dict[str, float]:  # noqa: ANN001
+def rec_accuracy(  # noqa: ANN001
+    model: PinkModel, tok, items, images: ImageStore, im: int, prompt=chat_prompt, oracle: bool = False
+) -> dict[str, float]:
     """Greedy REC of ``(record, question, answer)`` items.
 
     ``rec``: IoU > 0.5 (a malformed answer wrong); ``object``: the answer overlaps the described object more
     than any other object of the image (binding, whatever the box precision); ``rec/<kind>`` per
-    :func:`expression_kind`.
+    :func:`expression_kind`. ``prompt`` builds each prompt; ``oracle``: the model has
+    :func:`add_oracle_words`.
     """
     model.eval()
-    model.oracle_ids = torch.stack([oracle_word_ids(tok, r) for r, _, _ in items])
+    if oracle:
+        model.oracle_ids = torch.stack([oracle_word_ids(tok, r) for r, _, _ in items])
     batch = collate(
         [
             {"input_ids": prompt(tok, q, model.num_patches), "pixel_values": images(r["image"])}
@@ -264,10 +266,10 @@ def main(argv: list[str] | None = None) -> dict[int, tuple[float, float]]:
         sched.step()
         opt.zero_grad()
         if step > 0 and (step % args.every == 0 or step == args.steps):
-            scores = rec_accuracy(model, tok, val_items, val_images, im, PROMPT[args.prompt])
-            val = scores["rec"]
-            tr_scores = rec_accuracy(model, tok, train_items, dm.images, im, PROMPT[args.prompt])
-            tr = tr_scores["rec"]
+            prompt, oracle = PROMPT[args.prompt], args.oracle_words
+            scores = rec_accuracy(model, tok, val_items, val_images, im, prompt, oracle)
+            tr_scores = rec_accuracy(model, tok, train_items, dm.images, im, prompt, oracle)
+            val, tr = scores["rec"], tr_scores["rec"]
             results[step] = (val, tr)
             print(
                 f"step {step}: loss {loss.item():.3f}, val REC {val:.2f}, train REC {tr:.2f} "
